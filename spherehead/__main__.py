@@ -1,0 +1,3 @@
+from spherehead.cli import main
+
+main(prog_name='spherehead')

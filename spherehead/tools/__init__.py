@@ -1,0 +1,1 @@
+"""Command-line tools behind `spherehead ...` (one module per command)."""
