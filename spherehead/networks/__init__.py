@@ -1,0 +1,1 @@
+"""Network modules: StyleGAN2 layers, mapping, synthesis, super-resolution, discriminator, generator."""
