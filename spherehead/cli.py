@@ -15,6 +15,7 @@ def main() -> None:
 def _register() -> None:
     from spherehead.tools.generate import generate
     main.add_command(generate)
+    from spherehead.data.commands import dataset; main.add_command(dataset)
 
 
 _register()
