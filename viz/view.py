@@ -1,0 +1,121 @@
+"""The render view: the newest image fitted into the area right of the panel, its overlays
+(panel labels, depth colour bar, parsing legend, sphere colours, errors, status line) and
+the mouse on it (drag = orbit, scroll = radius, double-click = front view)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from imgui_bundle import imgui
+
+from gui_utils.texture import Texture
+from gui_utils.widgets import color_bar, legend, text_with_background
+from viz import colormaps
+from viz.render_args import RENDER_TYPE_LABELS, SPHERE_LABELS
+
+if TYPE_CHECKING:
+    from viz.app import Visualizer
+
+VIEW_FLAGS = (imgui.WindowFlags_.no_decoration | imgui.WindowFlags_.no_move | imgui.WindowFlags_.no_saved_settings
+              | imgui.WindowFlags_.no_bring_to_front_on_focus | imgui.WindowFlags_.no_scroll_with_mouse
+              | imgui.WindowFlags_.no_background).value
+
+
+def fit_rect(img_w: int, img_h: int, x: float, y: float, w: float, h: float, margin: float = 8.0
+             ) -> tuple[float, float, float, float]:
+    """The largest rect of the image's aspect inside (x, y, w, h), centred: (x0, y0, x1, y1)."""
+    w, h = max(w - 2 * margin, 1.0), max(h - 2 * margin, 1.0)
+    scale = min(w / img_w, h / img_h)
+    dw, dh = img_w * scale, img_h * scale
+    x0, y0 = x + margin + (w - dw) / 2, y + margin + (h - dh) / 2
+    return x0, y0, x0 + dw, y0 + dh
+
+
+class View:
+    def __init__(self, viz: 'Visualizer') -> None:
+        self.viz = viz
+        self.texture = Texture()
+        self.image_rect: tuple[float, float, float, float] | None = None   # where the image was drawn (screen px)
+
+    def upload(self, image, nearest: bool) -> None:
+        self.texture.set_filter(nearest)
+        self.texture.update(image)
+
+    def draw(self, x: float, y: float, w: float, h: float) -> None:
+        viz = self.viz
+        imgui.set_next_window_pos(imgui.ImVec2(x, y))
+        imgui.set_next_window_size(imgui.ImVec2(w, h))
+        imgui.push_style_var(imgui.StyleVar_.window_padding.value, imgui.ImVec2(0, 0))
+        imgui.begin('##view', None, VIEW_FLAGS)
+        imgui.pop_style_var()
+        imgui.set_cursor_screen_pos(imgui.ImVec2(x, y))
+        imgui.invisible_button('##orbit', imgui.ImVec2(max(w, 1), max(h, 1)))
+        io = imgui.get_io()
+        if imgui.is_item_active() and (io.mouse_delta.x or io.mouse_delta.y):
+            viz.camera.drag(io.mouse_delta.x, io.mouse_delta.y)
+        if imgui.is_item_hovered():
+            if io.mouse_wheel:
+                viz.camera.zoom(io.mouse_wheel)
+            if imgui.is_mouse_double_clicked(imgui.MouseButton_.left.value):
+                viz.camera.preset('front')
+        dl = imgui.get_window_draw_list()
+        shown = viz.shown
+        line = imgui.get_text_line_height_with_spacing()
+        if self.texture.valid and shown is not None:
+            x0, y0, x1, y1 = fit_rect(self.texture.width, self.texture.height, x, y + line, w, h - 2 * line)
+            self.image_rect = (x0, y0, x1, y1)
+            dl.add_image(self.texture.ref, imgui.ImVec2(x0, y0), imgui.ImVec2(x1, y1))
+            self._overlays(dl, shown, x0, y0, x1, y1)
+        else:
+            self.image_rect = None
+            status = viz.worker.status if viz.worker else ''
+            text_with_background(dl, (x + 12, y + h / 2), f'{status or "waiting"} ...')
+        self._status_lines(dl, x, y, w, h)
+        imgui.end()
+
+    def _overlays(self, dl, shown, x0, y0, x1, y1) -> None:
+        args = shown.args
+        n = max(len(shown.panels), 1)
+        if n > 1:
+            pw = (x1 - x0) / n
+            for i, label in enumerate(shown.panels):
+                text_with_background(dl, (x0 + i * pw + 6, y0 + 4), label)
+        if args.render_type == 'depth' and shown.depth_range is not None:
+            lo, hi = shown.depth_range
+            colors = colormaps.depth_colors([1 - i / 31 for i in range(32)])   # bottom = far
+            bar_h = min(200.0, (y1 - y0) * 0.6)
+            color_bar(dl, x1 - 34, y0 + (y1 - y0 - bar_h) / 2, 14, bar_h, colors,
+                      f'{lo:.2f}', f'{hi:.2f}', 'depth')
+        elif args.render_type == 'parsing' and shown.parsing_legend:
+            legend(dl, x0 + 6, y0 + 26 if n > 1 else y0 + 6,
+                   [(f'{name} {100 * share:.0f}%', rgb) for name, rgb, share in shown.parsing_legend[:20]])
+        elif args.render_type == 'weight':
+            legend(dl, x0 + 6, y0 + 26 if n > 1 else y0 + 6,
+                   [('sphere A owns', colormaps.SPHERE_A_RGB.astype(int).tolist()),
+                    ('sphere B owns', colormaps.SPHERE_B_RGB.astype(int).tolist())])
+        if args.overlay_seams and shown.seam_fraction:
+            entries = [(f'near seam/poles of {s}', rgb.astype(int).tolist()) for s, rgb in
+                       (('A', colormaps.SEAM_A_RGB), ('B', colormaps.SEAM_B_RGB)) if s in shown.seam_fraction]
+            legend(dl, x0 + 6, y1 - 6 - len(entries) * (imgui.get_text_line_height() + 2), entries)
+
+    def _status_lines(self, dl, x, y, w, h) -> None:
+        viz = self.viz
+        a = viz.args
+        line = imgui.get_text_line_height_with_spacing()
+        sphere = 'A | B | fused' if a.side_by_side else SPHERE_LABELS[a.sphere]
+        top = (f'seed {a.seed}' + (f' -> {a.seed2} @ {a.interp:.2f}' if a.interp > 0 else '') +
+               f'   yaw {a.yaw:.0f}  pitch {a.pitch:.0f}  r {a.radius:.2f}   {sphere}   {RENDER_TYPE_LABELS[a.render_type]}')
+        text_with_background(dl, (x + 8, y + 4), top)
+        busy = viz.worker is not None and viz.worker.busy
+        if busy:
+            text_with_background(dl, (x + w - 90, y + 4), viz.worker.status[:40] + ' ...', (1.0, 0.85, 0.3))
+        r = viz.result
+        yy = y + line + 4
+        if r is not None and r.error:
+            text_with_background(dl, (x + 8, yy), f'render error: {r.error}', (1.0, 0.45, 0.45))
+            yy += line
+        if viz.shown is not None:
+            for note in viz.shown.notes[:3]:
+                text_with_background(dl, (x + 8, yy), note, (1.0, 0.85, 0.3))
+                yy += line
+        prov = viz.network_info.get('provenance', viz.network.network)
+        text_with_background(dl, (x + 8, y + h - line), f'network: {prov}', (0.8, 0.8, 0.8))

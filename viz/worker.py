@@ -1,0 +1,99 @@
+"""A background thread that runs the Renderer on the newest RenderArgs.
+
+The GUI calls ``submit(args)`` as often as it likes; only the newest pending request is
+kept (older ones are dropped, counted in ``dropped``), so the worker never falls behind.
+``poll()`` returns the newest finished result once. Torch releases the GIL inside its
+kernels, so the GUI thread keeps drawing while a frame renders.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from viz.render_args import RenderArgs
+from viz.renderer import Renderer, RenderResult
+
+
+class RenderWorker:
+    """Owns one Renderer on its own thread. ``renderer_factory`` runs on that thread."""
+
+    def __init__(self, renderer_factory: Callable[[], Renderer]) -> None:
+        self._factory = renderer_factory
+        self._cond = threading.Condition()
+        self._pending: RenderArgs | None = None
+        self._result: RenderResult | None = None
+        self._stop = False
+        self._busy = False
+        self._serial = 0
+        self.renderer: Renderer | None = None
+        self.submitted = 0
+        self.dropped = 0          # requests replaced by a newer one before the worker took them
+        self.completed = 0
+        self._thread = threading.Thread(target=self._run, name='spherehead-render', daemon=True)
+        self._thread.start()
+
+    # ---- GUI side -------------------------------------------------------------------------------
+    def submit(self, args: RenderArgs) -> None:
+        """Ask for a render of ``args``; a request still waiting is replaced (dropped)."""
+        with self._cond:
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = args
+            self.submitted += 1
+            self._cond.notify()
+
+    def poll(self) -> RenderResult | None:
+        """The newest finished result not yet returned, else None."""
+        with self._cond:
+            result, self._result = self._result, None
+            return result
+
+    @property
+    def busy(self) -> bool:
+        """Rendering, or a request waiting."""
+        with self._cond:
+            return self._busy or self._pending is not None
+
+    @property
+    def status(self) -> str:
+        r = self.renderer
+        if r is None:
+            return 'starting'
+        return r.status if self.busy else 'idle'
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    # ---- worker side ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self.renderer = self._factory()
+        except Exception as e:  # noqa: BLE001 - reported through results
+            err = f'{type(e).__name__}: {e}'
+            self.renderer = None
+            while True:
+                with self._cond:
+                    while self._pending is None and not self._stop:
+                        self._cond.wait()
+                    if self._stop:
+                        return
+                    args, self._pending = self._pending, None
+                    self._result = RenderResult(args=args, error=err)
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                args, self._pending = self._pending, None
+                self._busy = True
+            result = self.renderer.render(args)
+            with self._cond:
+                self._serial += 1
+                result.serial = self._serial
+                self._result = result
+                self._busy = False
+                self.completed += 1
