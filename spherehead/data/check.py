@@ -87,8 +87,9 @@ def check_dataset(path: str, progress: bool = True, max_listed: int = 10) -> Che
     report.lines.append(f'{path}: {len(names)} labelled images')
     missing = [n for n in names if not st.exists(n)]
     if missing:
-        report.problems.append(f'{st.describe(missing[0])}: listed in dataset.json but no such image '
+        report.problems.append(f'dataset.json: "{missing[0]}" has no image at {st.describe(missing[0])} '
                                f'({len(missing)} missing); add the images or remove their entries')
+    missing_set = set(missing)
     listed = set(names)
     unlabelled = [n for n in st.names() if n.lower().endswith(IMAGE_EXTS) and n not in listed
                   and not n.startswith(('masks/', 'parsing/'))]
@@ -105,7 +106,7 @@ def check_dataset(path: str, progress: bool = True, max_listed: int = 10) -> Che
     for what in ('masks', 'parsing'):
         if st.has_prefix(what):
             ms = Storage(path, prefix=what)
-            expected = {os.path.splitext(n)[0] + '.png' for n in names}
+            expected = {os.path.splitext(n)[0] + '.png' for n in names if n not in missing_set}
             have = set(ms.names())
             miss = sorted(expected - have)
             extra = sorted(have - expected)
@@ -122,7 +123,6 @@ def check_dataset(path: str, progress: bool = True, max_listed: int = 10) -> Che
     sizes: dict[tuple[int, int], int] = {}
     first_of_size: dict[tuple[int, int], str] = {}
     unreadable, bad_ids = [], []
-    missing_set = set(missing)
     for name in tqdm(names, desc='check', unit='img', disable=not progress):
         if name in missing_set:
             continue

@@ -152,7 +152,7 @@ class HeadDataset(torch.utils.data.Dataset):
     def _resize(self, arr: np.ndarray, nearest: bool) -> np.ndarray:
         from PIL import Image
         r = self.resolution
-        return np.asarray(Image.fromarray(arr).resize((r, r), Image.NEAREST if nearest else Image.LANCZOS))
+        return np.array(Image.fromarray(arr).resize((r, r), Image.NEAREST if nearest else Image.LANCZOS))
 
     def _check_size(self, arr: np.ndarray, where: str, nearest: bool) -> np.ndarray:
         h, w = arr.shape[:2]

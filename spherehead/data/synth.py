@@ -84,10 +84,10 @@ def sample_style(rng: np.random.Generator) -> HeadStyle:
         cloth=rng.uniform(0.1, 0.9, 3).astype(np.float32),
         background=np.clip(bg, 0, 1),
         eye=(float(rng.uniform(0.36, 0.42)), float(rng.uniform(0.05, 0.1)),
-             float(rng.uniform(0.12, 0.14)), float(rng.uniform(0.05, 0.065))),
-        brow_lift=float(rng.uniform(0.11, 0.15)),
+             float(rng.uniform(0.13, 0.15)), float(rng.uniform(0.065, 0.08))),
+        brow_lift=float(rng.uniform(0.13, 0.16)),
         mouth=(float(rng.uniform(-0.43, -0.38)), float(rng.uniform(0.2, 0.28)),
-               float(rng.uniform(0.04, 0.055)), float(rng.uniform(-0.02, 0.04))),
+               float(rng.uniform(0.06, 0.075)), float(rng.uniform(-0.02, 0.04))),
         light=light / np.linalg.norm(light),
         ambient=float(rng.uniform(0.35, 0.5)),
     )
@@ -245,7 +245,7 @@ def _trace(o: np.ndarray, d: np.ndarray, s: HeadStyle, with_colour: bool = True)
         alb[in_eye & (r2 < 1)] = s.iris
         alb[in_eye & (r2 < 0.2)] = 0.05
         bu = du / (e_w * 1.15)
-        in_brow = front & (bu ** 2 + ((lat - e_lat - s.brow_lift + 0.02 * bu ** 2) / 0.028) ** 2 < 1)
+        in_brow = front & (bu ** 2 + ((lat - e_lat - s.brow_lift + 0.02 * bu ** 2) / 0.035) ** 2 < 1)
         c[in_brow] = CLASS_ID[brow]
         alb[in_brow] = s.hair * 0.7
     mu = lon / m_w
@@ -253,7 +253,7 @@ def _trace(o: np.ndarray, d: np.ndarray, s: HeadStyle, with_colour: bool = True)
     in_lips = front & (mu ** 2 + ((lat - mouth_c) / lip_h) ** 2 < 1)
     upper = in_lips & (lat >= mouth_c)
     lower = in_lips & (lat < mouth_c)
-    inner = in_lips & (np.abs(lat - mouth_c) < 0.22 * lip_h) & (np.abs(mu) < 0.85)
+    inner = in_lips & (np.abs(lat - mouth_c) < 0.18 * lip_h) & (np.abs(mu) < 0.85)
     c[upper], c[lower], c[inner] = CLASS_ID['upper_lip'], CLASS_ID['lower_lip'], CLASS_ID['mouth']
     lip = np.clip(s.skin * np.array([0.85, 0.55, 0.55], np.float32), 0, 1)
     alb[upper], alb[lower] = lip * 0.9, lip
