@@ -1,0 +1,176 @@
+"""Real windows under Xvfb + Mesa (software OpenGL): snapshots of every render type and sphere
+mode, read back from the framebuffer, plus the `--snapshot` command line.
+
+One Xvfb serves the whole session. Without Xvfb these tests skip, unless
+SPHEREHEAD_REQUIRE_GUI=1 (set by .ci/run), where they fail.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (640, 480)
+pytestmark = pytest.mark.gui
+
+
+def _missing_gui(reason: str):
+    if os.environ.get('SPHEREHEAD_REQUIRE_GUI') == '1':
+        pytest.fail(f'{reason} (SPHEREHEAD_REQUIRE_GUI=1: the GUI tests must run)')
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope='session')
+def xdisplay():
+    """Start one Xvfb on a free display number; yields the DISPLAY string."""
+    xvfb = shutil.which('Xvfb')
+    if xvfb is None:
+        _missing_gui('Xvfb is not installed (apt-get install xvfb libgl1-mesa-dri)')
+    r, w = os.pipe()
+    proc = subprocess.Popen([xvfb, '-displayfd', str(w), '-screen', '0', '1280x800x24', '-nolisten', 'tcp'],
+                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    number = b''
+    deadline = time.time() + 20
+    with os.fdopen(r, 'rb') as f:
+        while time.time() < deadline and not number.endswith(b'\n'):
+            ch = f.read(1)
+            if not ch:
+                break
+            number += ch
+    if not number.strip().isdigit():
+        proc.kill()
+        _missing_gui('Xvfb did not start')
+    display = f':{number.strip().decode()}'
+    saved = {k: os.environ.get(k) for k in ('DISPLAY', 'LIBGL_ALWAYS_SOFTWARE', 'WAYLAND_DISPLAY')}
+    os.environ['DISPLAY'] = display
+    os.environ['LIBGL_ALWAYS_SOFTWARE'] = '1'
+    os.environ.pop('WAYLAND_DISPLAY', None)
+    yield display
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope='module')
+def viz(xdisplay):
+    from viz.app import Visualizer
+    v = Visualizer('random:tiny', device='cpu', width=SIZE[0], height=SIZE[1], fps_limit=60)
+    yield v
+    v.close()
+
+
+def snap(viz, **state):
+    """Set the state like the command line does; returns (whole window, render area) as uint8 arrays."""
+    defaults = dict(seed=0, yaw=0.0, pitch=0.0, sphere='fused', render='image', overlay='none', side_by_side=False)
+    defaults.update(state)
+    viz.set_state(**defaults)
+    err, frame = viz.snapshot(None, timeout=120)
+    assert err is None, err
+    assert frame.shape == (SIZE[1], SIZE[0], 3)
+    x0, y0, x1, y1 = (int(round(v)) for v in viz.view.image_rect)
+    return frame, frame[y0 + 1:y1 - 1, x0 + 1:x1 - 1]
+
+
+def differ(a, b, min_mean=2.0):
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() > min_mean
+
+
+def test_window_is_real_gl33(viz):
+    major = int(viz.window.gl_version.split('.')[0])
+    minor = int(viz.window.gl_version.split('.')[1].split()[0])
+    assert (major, minor) >= (3, 3), viz.window.gl_version
+
+
+@pytest.mark.parametrize('kind', ['image', 'raw', 'depth', 'mask', 'parsing', 'weight'])
+def test_each_render_type_draws_a_non_blank_image(viz, kind):
+    frame, area = snap(viz, render=kind, pitch=20.0)
+    assert frame.std() > 10, 'window is blank'
+    assert area.size and area.reshape(-1, 3).std(axis=0).max() > 5, f'{kind}: render area is flat'
+    assert viz.shown.args.render_type == kind
+
+
+def test_render_types_differ_from_each_other(viz):
+    areas = {k: snap(viz, render=k, pitch=20.0)[1] for k in ('image', 'depth', 'parsing', 'weight')}
+    keys = list(areas)
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            assert differ(areas[keys[i]], areas[keys[j]]), (keys[i], keys[j])
+
+
+@pytest.mark.parametrize('kind', ['image', 'weight'])
+def test_spheres_A_B_fused_differ(viz, kind):
+    areas = {s: snap(viz, sphere=s, render=kind, yaw=30.0)[1] for s in ('A', 'B', 'fused')}
+    assert differ(areas['A'], areas['B']) and differ(areas['A'], areas['fused']) and differ(areas['B'], areas['fused'])
+
+
+def test_front_and_back_differ(viz):
+    front = snap(viz, yaw=0.0)[1]
+    back = snap(viz, yaw=180.0)[1]
+    assert front.shape == back.shape and differ(front, back)
+
+
+def test_all_three_spheres_side_by_side(viz):
+    _, area = snap(viz, side_by_side=True, yaw=30.0)
+    assert viz.shown.panels == ['F1 (A)', 'F2 (B)', 'fused']
+    h, w = area.shape[:2]
+    pw = w // 3 - 6
+    thirds = [area[:, int(i * w / 3) + 3:int(i * w / 3) + 3 + pw] for i in range(3)]
+    assert w > 2.5 * h
+    assert differ(thirds[0], thirds[1]) and differ(thirds[1], thirds[2])
+
+
+def test_seam_overlay_marks_the_surface(viz):
+    plain = snap(viz, pitch=60.0)[1]
+    marked = snap(viz, pitch=60.0, overlay='seams')[1]
+    assert max(viz.shown.seam_fraction.values()) > 0
+    assert differ(plain, marked, 0.5)
+
+
+def test_texture_is_updated_in_place(viz):
+    snap(viz, seed=1)
+    tex = viz.view.texture
+    gl_id, uploads = tex.gl_id, tex.uploads
+    snap(viz, seed=2)
+    assert tex.gl_id == gl_id and tex.uploads > uploads
+
+
+def test_render_error_shows_in_the_window(viz, tmp_path):
+    viz.network.load(str(tmp_path / 'missing.safetensors'))
+    err, _ = viz.snapshot(None, timeout=60)
+    assert err and 'missing.safetensors' in err and '\n' not in err
+    assert viz.result.error and viz.window is not None       # still alive
+    viz.network.load('random:tiny')
+    assert viz.snapshot(None, timeout=60)[0] is None
+
+
+def test_snapshot_command_line(xdisplay, tmp_path):
+    from PIL import Image
+    out = tmp_path / 'snap.png'
+    env = dict(os.environ, DISPLAY=xdisplay, LIBGL_ALWAYS_SOFTWARE='1')
+    p = subprocess.run([sys.executable, str(ROOT / 'visualizer.py'), 'random:tiny', '--snapshot', str(out),
+                        '--seed', '3', '--yaw', '180', '--pitch', '10', '--sphere', 'B', '--render', 'depth',
+                        '--overlay', 'seams', '--window-size', f'{SIZE[0]}x{SIZE[1]}'],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr
+    img = np.asarray(Image.open(out).convert('RGB'))
+    assert img.shape == (SIZE[1], SIZE[0], 3) and img.std() > 10
+    bad = subprocess.run([sys.executable, str(ROOT / 'visualizer.py'), str(tmp_path / 'nope.safetensors'),
+                          '--snapshot', str(tmp_path / 'bad.png'), '--window-size', f'{SIZE[0]}x{SIZE[1]}'],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert bad.returncode != 0 and 'Traceback' not in bad.stderr
+    assert len([ln for ln in bad.stderr.splitlines() if ln.strip()]) == 1, bad.stderr
