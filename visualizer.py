@@ -66,7 +66,7 @@ def main(network, seed, yaw, pitch, sphere, all_spheres, render_type, overlay, s
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     try:
         viz = Visualizer(network, device=device, width=width, height=height,
-                         fps_limit=0.0 if benchmark is None and snapshot else fps, verbose=verbose)
+                         fps_limit=fps, verbose=verbose)
     except NoDisplayError as e:
         _fail(str(e))
     viz.set_state(seed=seed, yaw=yaw, pitch=pitch, sphere=sphere, render=render_type, overlay=overlay,
