@@ -117,7 +117,7 @@ def label_rays(label: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarr
     v, u = np.meshgrid(uv, uv, indexing='ij')
     x = (u - k[0, 2] + k[0, 1] * k[1, 2] / k[1, 1] - k[0, 1] * v / k[1, 1]) / k[0, 0]
     y = (v - k[1, 2]) / k[1, 1]
-    d = np.stack([x, y, np.ones_like(x)], -1).reshape(-1, 3) @ c2w[:3, :3].T
+    d = np.einsum('pj,ij->pi', np.stack([x, y, np.ones_like(x)], -1).reshape(-1, 3), c2w[:3, :3])  # no BLAS threads
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     return c2w[:3, 3].astype(np.float32), d.astype(np.float32)
 
@@ -132,8 +132,8 @@ def _ellipsoid(o, d, center, axes):
     oc = (o - np.asarray(center, np.float32)) * inv
     dd = d * inv
     a = np.einsum('pi,pi->p', dd, dd)
-    b = 2.0 * (dd @ oc)
-    c = np.float32(oc @ oc - 1.0)
+    b = 2.0 * np.einsum('pi,i->p', dd, oc)
+    c = np.float32(np.sum(oc * oc) - 1.0)
     disc = b * b - 4.0 * a * c
     miss = disc <= 0
     s = np.sqrt(np.maximum(disc, 0))
@@ -222,7 +222,7 @@ def _trace(o: np.ndarray, d: np.ndarray, s: HeadStyle, with_colour: bool = True)
         return n / np.linalg.norm(n, axis=-1, keepdims=True)
 
     def shade(idx, albedo, normal):
-        lam = np.maximum(normal @ s.light.astype(np.float32), 0)
+        lam = np.maximum(np.einsum('pi,i->p', normal, s.light.astype(np.float32)), 0)
         fill = 0.15 * np.maximum(normal[:, 1], 0)
         colour[idx] = np.clip(albedo * (s.ambient + (1 - s.ambient) * lam + fill)[:, None], 0, 1)
 
@@ -310,8 +310,19 @@ def render_head(style: HeadStyle, label: np.ndarray, resolution: int, supersampl
     o, d = label_rays(label, r)
     colour, cls, hit = _trace(o, d, style, with_colour=supersample <= 1)
     if supersample > 1:
-        o, d = label_rays(label, r * supersample)
-        colour = _trace(o, d, style)[0].reshape(r, supersample, r, supersample, 3).mean(axis=(1, 3))
+        # sub-pixel rays only near the foreground of the pixel-centre pass (others see background)
+        fg = hit.reshape(r, r)
+        near = fg.copy()
+        near[1:] |= fg[:-1]
+        near[:-1] |= fg[1:]
+        near[:, 1:] |= near[:, :-1].copy()
+        near[:, :-1] |= near[:, 1:].copy()
+        ss = supersample
+        sel = np.nonzero(np.broadcast_to(near[:, None, :, None], (r, ss, r, ss)).reshape(-1))[0]
+        o, d = label_rays(label, r * ss)
+        sub = np.broadcast_to(style.background.astype(np.float32), (r * ss * r * ss, 3)).copy()
+        sub[sel] = _trace(o, d[sel], style)[0]
+        colour = sub.reshape(r, ss, r, ss, 3).mean(axis=(1, 3))
     image = (np.clip(colour.reshape(r, r, 3), 0, 1) * 255 + 0.5).astype(np.uint8)
     return image, (hit.reshape(r, r) * 255).astype(np.uint8), cls.reshape(r, r)
 
