@@ -169,6 +169,17 @@ def test_zip_with_bad_image(tmp_path):
         ds[1]
 
 
+def test_error_from_a_dataloader_worker_stays_one_line(tmp_path):
+    import torch
+    root = _make(str(tmp_path / 'ds'), parsing=False)
+    _garbage_image(root)
+    loader = torch.utils.data.DataLoader(HeadDataset(root), batch_size=1, num_workers=1)
+    with pytest.raises(DatasetError) as info:
+        list(loader)
+    msg = str(info.value)
+    assert msg.startswith(os.path.join(root, 'img1.png') + ': unreadable') and 'Traceback' not in msg, msg
+
+
 @pytest.mark.skipif(importlib.util.find_spec('spherehead.tools.generate') is None,
                     reason='the spherehead CLI needs spherehead.tools.generate (another issue)')
 def test_module_cli_help_and_error(tmp_path):

@@ -136,7 +136,9 @@ def decode_image(data: bytes, where: str, channels: int = 3) -> np.ndarray:
                 im.load()
                 arr = np.asarray(im.convert('RGB' if channels == 3 else 'L'))
     except Exception as e:  # decoders raise many types for corrupt data
-        raise DatasetError(f'{where}: unreadable or truncated image ({type(e).__name__}: {e}); '
+        reason = 'not a recognised image format' if type(e).__name__ == 'UnidentifiedImageError' else \
+            f'{type(e).__name__}: {e}'
+        raise DatasetError(f'{where}: unreadable or truncated image ({reason}); '
                            f're-export the file or remove it from dataset.json') from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
