@@ -291,4 +291,5 @@ class Visualizer:
                'renders_per_s': (self.worker.completed - completed0) / t_busy}
         for k, v in totals.items():
             out[f'worker_{k}_ms_median'] = 1000 * float(np.median(v))
+            out[f'worker_{k}_ms_mean'] = 1000 * float(np.mean(v))
         return out
