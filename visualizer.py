@@ -42,6 +42,7 @@ def _window_size(text: str) -> tuple[int, int]:
               help='What to show.  [default: image]')
 @click.option('--overlay', type=click.Choice(['none', 'seams']), default=None,
               help='seams: mark the surface near the seam / poles of A and of B.')
+@click.option('--inspect', is_flag=True, help='Open the artifact panel: unwrapped weight maps and feature planes.')
 @click.option('--snapshot', type=click.Path(dir_okay=False), default=None,
               help='Render the state, write the window to this PNG and exit.')
 @click.option('--benchmark', type=float, default=None, metavar='SECONDS',
@@ -51,7 +52,7 @@ def _window_size(text: str) -> tuple[int, int]:
 @click.option('--device', default=None, help='torch device.  [default: cuda if available, else cpu]')
 @click.option('--timeout', type=float, default=600.0, show_default=True, help='Seconds to wait for a snapshot render.')
 @click.option('--verbose', is_flag=True, help='Print tracebacks of render errors to the terminal.')
-def main(network, seed, yaw, pitch, sphere, all_spheres, render_type, overlay, snapshot, benchmark,
+def main(network, seed, yaw, pitch, sphere, all_spheres, render_type, overlay, inspect, snapshot, benchmark,
          window_size, fps, device, timeout, verbose):
     """Live OpenGL / ImGui viewer of a SphereHead generator (NETWORK defaults to 'demo')."""
     # The display is checked before torch, OpenGL or glfw is touched: one line, never a crash.
@@ -70,7 +71,7 @@ def main(network, seed, yaw, pitch, sphere, all_spheres, render_type, overlay, s
     except NoDisplayError as e:
         _fail(str(e))
     viz.set_state(seed=seed, yaw=yaw, pitch=pitch, sphere=sphere, render=render_type, overlay=overlay,
-                  side_by_side=True if all_spheres else None)
+                  side_by_side=True if all_spheres else None, inspect=True if inspect else None)
     if snapshot:
         os.makedirs(os.path.dirname(os.path.abspath(snapshot)), exist_ok=True)
         try:

@@ -76,7 +76,8 @@ def viz(xdisplay):
 
 def snap(viz, **state):
     """Set the state like the command line does; returns (whole window, render area) as uint8 arrays."""
-    defaults = dict(seed=0, yaw=0.0, pitch=0.0, sphere='fused', render='image', overlay='none', side_by_side=False)
+    defaults = dict(seed=0, yaw=0.0, pitch=0.0, sphere='fused', render='image', overlay='none', side_by_side=False,
+                    inspect=False)
     defaults.update(state)
     viz.set_state(**defaults)
     err, frame = viz.snapshot(None, timeout=120)
@@ -174,3 +175,15 @@ def test_snapshot_command_line(xdisplay, tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert bad.returncode != 0 and 'Traceback' not in bad.stderr
     assert len([ln for ln in bad.stderr.splitlines() if ln.strip()]) == 1, bad.stderr
+
+
+def test_inspection_column_shows_weight_maps_and_planes(viz):
+    plain, _ = snap(viz, pitch=45.0, inspect=False)
+    frame, _ = snap(viz, pitch=45.0, inspect=True)
+    r = viz.shown
+    assert r.planes_image is not None and r.weight_maps_image is not None
+    assert viz.view.planes_texture.valid and viz.view.weights_texture.valid
+    x1 = int(viz.view.image_rect[2])
+    right = slice(x1 + 10, SIZE[0])
+    assert frame[:, right].std() > 10 and differ(frame[:, right], plain[:, right])
+    snap(viz, inspect=False)

@@ -76,7 +76,7 @@ class Visualizer:
 
     def set_state(self, seed: int | None = None, yaw: float | None = None, pitch: float | None = None,
                   sphere: str | None = None, render: str | None = None, overlay: str | None = None,
-                  side_by_side: bool | None = None) -> None:
+                  side_by_side: bool | None = None, inspect: bool | None = None) -> None:
         """The command line's state flags, applied to the widgets."""
         if seed is not None:
             self.latent.seed = int(seed)
@@ -91,6 +91,9 @@ class Visualizer:
             self.artifacts.overlay = overlay == 'seams'
         if side_by_side is not None:
             self.spheres.side_by_side = bool(side_by_side)
+        if inspect is not None:
+            self.artifacts.inspect = bool(inspect)
+            self.artifacts.open = self.artifacts.open or bool(inspect)
         self.args = self.build_args()
 
     def request_window_capture(self, path: str) -> None:
@@ -107,7 +110,7 @@ class Visualizer:
             self.network_info = result.network_info
         if result.image is not None:
             t0 = time.perf_counter()
-            self.view.upload(result.image, self.render_type.nearest)
+            self.view.upload(result, self.render_type.nearest)
             result.timings['upload'] = time.perf_counter() - t0
             self.shown = result
         elif result.error and self.verbose and result.traceback:
@@ -170,8 +173,8 @@ class Visualizer:
         imgui.text_disabled(f'{self.performance.gui_fps:.0f} FPS')
         imgui.push_item_width(-110)
         for w in self.widgets:
-            open_flag = imgui.TreeNodeFlags_.default_open.value if w.default_open else 0
-            if imgui.collapsing_header(w.title, open_flag):
+            imgui.set_next_item_open(w.open, imgui.Cond_.once.value)
+            if imgui.collapsing_header(w.title):
                 imgui.push_id(w.title)
                 w.draw()
                 imgui.pop_id()

@@ -20,9 +20,6 @@ class ArtifactsWidget(Widget):
         self.inspect = False
         self.plane_mode = 'pca'
         self.plane_channel = 0
-        self._planes_tex = None
-        self._weights_tex = None
-        self._shown_serial = -1
 
     def apply(self, args: RenderArgs) -> RenderArgs:
         return args.replace(overlay_seams=self.overlay, seam_threshold=round(float(self.threshold), 4),
@@ -56,32 +53,8 @@ class ArtifactsWidget(Widget):
                 self.plane_mode = m
         if self.plane_mode == 'channel':
             _, self.plane_channel = imgui.slider_int('channel', self.plane_channel, 0, self._channels() - 1)
-        self._draw_images(result)
+        imgui.text_disabled('shown right of the render')
 
     def _channels(self) -> int:
         info = self.viz.network_info if self.viz else {}
         return int(info.get('config', {}).get('feature_channels', 32))
-
-    def _draw_images(self, result) -> None:
-        if self.viz is None or result is None or result.error:
-            return
-        from gui_utils.texture import Texture
-        if self._planes_tex is None:
-            self._planes_tex, self._weights_tex = Texture(nearest=True), Texture(nearest=True)
-        if result.serial != self._shown_serial:
-            self._shown_serial = result.serial
-            if result.planes_image is not None:
-                self._planes_tex.update(result.planes_image)
-            if result.weight_maps_image is not None:
-                self._weights_tex.update(result.weight_maps_image)
-        width = imgui.get_content_region_avail().x
-        if self._weights_tex.valid and result.weight_maps_image is not None:
-            imgui.text_wrapped('unwrapped weight map (phi across, theta down; dark = seam/poles), '
-                               'visible surface in green: ' + ' above, '.join(result.weight_maps_rows) + ' below')
-            t = self._weights_tex
-            imgui.image(t.ref, imgui.ImVec2(width, width * t.height / t.width))
-        if self._planes_tex.valid and result.planes_image is not None:
-            imgui.text_wrapped(f'feature planes ({self.plane_mode}); rows: {", ".join(result.planes_rows)}; '
-                               'columns: plane 0 (theta, phi), 1 (theta, r), 2 (phi, r)')
-            t = self._planes_tex
-            imgui.image(t.ref, imgui.ImVec2(width, width * t.height / t.width))

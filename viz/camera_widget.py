@@ -74,7 +74,7 @@ class CameraWidget(Widget):
         _, self.radius = imgui.slider_float('radius', self.radius, *RADIUS_RANGE, '%.2f')
         _, self.fov = imgui.slider_float('FOV', self.fov, 5.0, 60.0, '%.2f deg')
         for i, name in enumerate(PRESETS):
-            if i % 6:
+            if i % 4:
                 imgui.same_line()
             if imgui.small_button(name):
                 self.preset(name)

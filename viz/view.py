@@ -34,11 +34,18 @@ class View:
     def __init__(self, viz: 'Visualizer') -> None:
         self.viz = viz
         self.texture = Texture()
+        self.planes_texture = Texture(nearest=True)
+        self.weights_texture = Texture(nearest=True)
         self.image_rect: tuple[float, float, float, float] | None = None   # where the image was drawn (screen px)
 
-    def upload(self, image, nearest: bool) -> None:
+    def upload(self, result, nearest: bool) -> None:
+        """Put a finished render on the GPU (glTexSubImage2D while the sizes stay the same)."""
         self.texture.set_filter(nearest)
-        self.texture.update(image)
+        self.texture.update(result.image)
+        if result.planes_image is not None:
+            self.planes_texture.update(result.planes_image)
+        if result.weight_maps_image is not None:
+            self.weights_texture.update(result.weight_maps_image)
 
     def draw(self, x: float, y: float, w: float, h: float) -> None:
         viz = self.viz
@@ -60,8 +67,13 @@ class View:
         dl = imgui.get_window_draw_list()
         shown = viz.shown
         line = imgui.get_text_line_height_with_spacing()
+        side = shown is not None and shown.args.inspect and (shown.planes_image is not None
+                                                            or shown.weight_maps_image is not None)
+        main_w = w * 0.62 if side else w
+        if side:
+            self._inspection(dl, shown, x + main_w, y + line, w - main_w, h - 2 * line)
         if self.texture.valid and shown is not None:
-            x0, y0, x1, y1 = fit_rect(self.texture.width, self.texture.height, x, y + line, w, h - 2 * line)
+            x0, y0, x1, y1 = fit_rect(self.texture.width, self.texture.height, x, y + line, main_w, h - 2 * line)
             self.image_rect = (x0, y0, x1, y1)
             dl.add_image(self.texture.ref, imgui.ImVec2(x0, y0), imgui.ImVec2(x1, y1))
             self._overlays(dl, shown, x0, y0, x1, y1)
@@ -71,6 +83,29 @@ class View:
             text_with_background(dl, (x + 12, y + h / 2), f'{status or "waiting"} ...')
         self._status_lines(dl, x, y, w, h)
         imgui.end()
+
+    def _inspection(self, dl, shown, x: float, y: float, w: float, h: float) -> None:
+        """Right column: unwrapped weight maps of A and B with the visible surface, then the feature planes."""
+        line = imgui.get_text_line_height_with_spacing()
+        yy = y + 8
+        w = w - 8
+        blocks = []
+        if shown.weight_maps_image is not None and self.weights_texture.valid:
+            blocks.append((self.weights_texture, shown.weight_maps_rows,
+                           'unwrapped weight maps, visible surface green'))
+        if shown.planes_image is not None and self.planes_texture.valid:
+            blocks.append((self.planes_texture, shown.planes_rows, f'feature planes ({shown.args.plane_mode})'))
+        avail = h - 8 - len(blocks) * line
+        heights = [w * t.height / t.width for t, _, _ in blocks]
+        scale = min(1.0, avail / max(sum(heights), 1.0))
+        for (tex, rows, title), bh in zip(blocks, heights):
+            bw, bh = w * scale, bh * scale
+            text_with_background(dl, (x + 4, yy), title, (0.85, 0.85, 0.85))
+            yy += line
+            dl.add_image(tex.ref, imgui.ImVec2(x, yy), imgui.ImVec2(x + bw, yy + bh))
+            for i, name in enumerate(rows):
+                text_with_background(dl, (x + 4, yy + i * bh / len(rows) + 2), name)
+            yy += bh + 6
 
     def _overlays(self, dl, shown, x0, y0, x1, y1) -> None:
         args = shown.args

@@ -20,6 +20,7 @@ class Widget:
 
     def __init__(self, viz: 'Visualizer | None' = None) -> None:
         self.viz = viz
+        self.open = type(self).default_open     # panel header state at start-up
 
     def apply(self, args: RenderArgs) -> RenderArgs:
         """Widget state -> render arguments."""
