@@ -116,7 +116,6 @@ class Visualizer:
         elif result.error and self.verbose and result.traceback:
             print(result.traceback, file=sys.stderr)
         self.performance.add_worker_frame(result.timings, result.backbone_cached)
-        self.capture.on_result(result)
 
     def _keyboard(self) -> None:
         from imgui_bundle import imgui

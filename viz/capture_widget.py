@@ -33,6 +33,7 @@ class CaptureWidget(Widget):
         self._start_yaw = 0.0
         self._writer = None
         self._path = ''
+        self._last_serial = -1
 
     # ---- saving ------------------------------------------------------------------------------------
     def image_path(self, args: RenderArgs) -> str:
@@ -63,6 +64,7 @@ class CaptureWidget(Widget):
         self._writer = imageio.get_writer(self._path, fps=self.fps, codec='libx264', quality=8,
                                           macro_block_size=1)
         self._k = 0
+        self._last_serial = -1
         self._start_yaw = self.viz.camera.yaw
         self.viz.camera.turntable = False
         self.recording = True
@@ -81,18 +83,25 @@ class CaptureWidget(Widget):
     def apply(self, args: RenderArgs) -> RenderArgs:
         return args.replace(yaw=round(self.frame_yaw(), 4)) if self.recording else args
 
-    def on_result(self, result) -> None:
-        """Called by the app for every finished render: writes the awaited turntable frame."""
-        if not self.recording or result.args != self.viz.args:
+    def tick(self, dt: float) -> None:
+        """While recording: write the shown frame once it is the one asked for, then ask for the next."""
+        if not self.recording or self.viz is None:
             return
-        if result.error:
-            self.message = self.stop_recording() + f' (stopped: {result.error})'
+        viz = self.viz
+        r = viz.result
+        if r is not None and r.error and r.args == viz.args:
+            self.message = self.stop_recording() + f' (stopped: {r.error})'
             return
-        self._writer.append_data(result.image)
+        shown = viz.shown
+        if shown is None or shown.serial == self._last_serial or shown.args != viz.args \
+                or shown.args.yaw != round(self.frame_yaw(), 4):
+            return
+        self._last_serial = shown.serial
+        self._writer.append_data(shown.image)
         self._k += 1
         if self._k >= self.frames:
             self.message = self.stop_recording()
-            self.viz.camera.set_view(yaw=self._start_yaw)
+            viz.camera.set_view(yaw=self._start_yaw)
 
     def draw(self) -> None:
         imgui.set_next_item_width(-70)
