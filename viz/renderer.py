@@ -74,6 +74,7 @@ class Renderer:
         self._ws_cache: collections.OrderedDict = collections.OrderedDict()
         self._planes_key: tuple | None = None
         self._planes: Any = None
+        self._planes_grid_cache: tuple | None = None     # (planes key, mode, channel) -> plane images
         self.status = 'idle'
 
     # ------------------------------------------------------------------ network and latents
@@ -167,7 +168,10 @@ class Renderer:
                 self._render_views(G, args, ws, planes, result)
                 if args.inspect:
                     t0 = time.perf_counter()
-                    result.planes_image, result.planes_rows = planes_grid(planes, args.plane_mode, args.plane_channel)
+                    key = (self._planes_key, args.plane_mode, args.plane_channel)
+                    if self._planes_grid_cache is None or self._planes_grid_cache[0] != key:
+                        self._planes_grid_cache = (key, planes_grid(planes, args.plane_mode, args.plane_channel))
+                    result.planes_image, result.planes_rows = self._planes_grid_cache[1]
                     timings['post'] = timings.get('post', 0.0) + time.perf_counter() - t0
                 result.w = ws[0].float().cpu().numpy()
         except Exception as e:  # noqa: BLE001 - shown in the window, the program goes on
