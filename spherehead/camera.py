@@ -96,7 +96,7 @@ def label_to_yaw_pitch(c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pos = c[..., [3, 7, 11]]
     radius = np.linalg.norm(pos, axis=-1)
     yaw = np.degrees(np.arctan2(pos[..., 0], pos[..., 2]))
-    pitch = np.degrees(np.arcsin(np.clip(pos[..., 1] / np.maximum(radius, 1e-12), -1.0, 1.0)))
+    pitch = np.degrees(np.arctan2(pos[..., 1], np.hypot(pos[..., 0], pos[..., 2])))
     return yaw, pitch, radius
 
 

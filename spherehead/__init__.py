@@ -1,0 +1,15 @@
+"""SphereHead: stable 3D full-head synthesis with a dual spherical tri-plane.
+
+    import spherehead as sh
+    G = sh.load_generator('random:tiny')
+    c = sh.camera.lookat(yaw_deg=180)
+    ws = G.mapping(z, c, truncation_psi=0.7)
+    out = G.synthesis(ws, c, sphere='fused')
+"""
+from spherehead import camera
+from spherehead.checkpoint import load_generator, save_generator
+from spherehead.config import GeneratorConfig, RenderingConfig, preset
+from spherehead.errors import UserError
+
+__all__ = ['camera', 'load_generator', 'save_generator', 'GeneratorConfig', 'RenderingConfig', 'preset', 'UserError']
+__version__ = '0.1.0'
