@@ -1,0 +1,248 @@
+// SphereHead's dual-sphere feature sampler: one pass per point computing both spheres'
+// coordinates and weights, the bilinear samples of the chosen sphere(s)' three planes and
+// the (weight-fused) mean over the planes. The maths is spherehead/render/spherical.py's
+// sample_dual_sphere; torch's grid_sample arithmetic (bilinear, zeros, align_corners=False).
+//
+// Layout: planes are passed channels-last, [N, 3, H, W, C] float32, so that the C lanes
+// of one point read one contiguous run per corner. Thread i handles channel i % C of
+// point i / C. Backward adds into channels-last float32 gradient buffers with atomicAdd.
+#include <torch/extension.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime.h>
+
+namespace {
+
+constexpr float kPi = 3.14159265358979323846f;
+constexpr float kSqrt3 = 1.7320508075688772f;
+constexpr float kWeightEps = 1e-8f;
+
+enum Mode { kModeA = 0, kModeB = 1, kModeFused = 2 };
+
+struct Sph {
+  float t, p, r, w;  // theta_n, phi_n, r_n, weight
+};
+
+__device__ __forceinline__ Sph spherical(float a, float b, float c) {
+  Sph s;
+  float ab2 = a * a + b * b;
+  s.r = sqrtf(ab2 + c * c) / kSqrt3 * 2.0f - 1.0f;
+  s.t = atan2f(sqrtf(ab2), c) / kPi * 2.0f - 1.0f;
+  s.p = atan2f(b, a) / kPi;
+  s.w = (1.0f + cosf(kPi * s.t)) * 0.5f * ((1.0f + cosf(kPi * s.p)) * 0.5f);
+  return s;
+}
+
+// q = 2 p / box_warp; A: (q_z, q_y, -q_x); B: (-q_z, -q_x, q_y).
+__device__ __forceinline__ void both_spheres(const float* pt, float scale, Sph& A, Sph& B) {
+  float x = pt[0] * scale, y = pt[1] * scale, z = pt[2] * scale;
+  A = spherical(z, y, -x);
+  B = spherical(-z, -x, y);
+}
+
+// Bilinear corner indices and weights of torch grid_sample (align_corners=False, zeros).
+struct Corners {
+  int x0, y0;
+  float wx0, wx1, wy0, wy1;
+};
+
+__device__ __forceinline__ Corners corners(float gx, float gy, int H, int W) {
+  float ix = ((gx + 1.0f) * W - 1.0f) / 2.0f;
+  float iy = ((gy + 1.0f) * H - 1.0f) / 2.0f;
+  Corners k;
+  float fx = floorf(ix), fy = floorf(iy);
+  k.x0 = static_cast<int>(fx);
+  k.y0 = static_cast<int>(fy);
+  k.wx1 = ix - fx;           // weight of x0 + 1
+  k.wx0 = (fx + 1.0f) - ix;  // weight of x0
+  k.wy1 = iy - fy;
+  k.wy0 = (fy + 1.0f) - iy;
+  return k;
+}
+
+__device__ __forceinline__ bool inside(int x, int y, int H, int W) {
+  return x >= 0 && x < W && y >= 0 && y < H;
+}
+
+// plane: pointer to [H, W, C] of one plane, offset by channel c.
+__device__ __forceinline__ float bilinear(const float* __restrict__ plane, const Corners& k, int H, int W,
+                                          int C) {
+  float v = 0.0f;
+  int x1 = k.x0 + 1, y1 = k.y0 + 1;
+  // Same association as torch's grid_sampler_2d: nw + ne + sw + se, weight * value.
+  if (inside(k.x0, k.y0, H, W)) v += __ldg(plane + (static_cast<int64_t>(k.y0) * W + k.x0) * C) * (k.wx0 * k.wy0);
+  if (inside(x1, k.y0, H, W)) v += __ldg(plane + (static_cast<int64_t>(k.y0) * W + x1) * C) * (k.wx1 * k.wy0);
+  if (inside(k.x0, y1, H, W)) v += __ldg(plane + (static_cast<int64_t>(y1) * W + k.x0) * C) * (k.wx0 * k.wy1);
+  if (inside(x1, y1, H, W)) v += __ldg(plane + (static_cast<int64_t>(y1) * W + x1) * C) * (k.wx1 * k.wy1);
+  return v;
+}
+
+__device__ __forceinline__ void bilinear_backward(float* __restrict__ plane, const Corners& k, int H, int W, int C,
+                                                  float g) {
+  int x1 = k.x0 + 1, y1 = k.y0 + 1;
+  if (inside(k.x0, k.y0, H, W)) atomicAdd(plane + (static_cast<int64_t>(k.y0) * W + k.x0) * C, g * (k.wx0 * k.wy0));
+  if (inside(x1, k.y0, H, W)) atomicAdd(plane + (static_cast<int64_t>(k.y0) * W + x1) * C, g * (k.wx1 * k.wy0));
+  if (inside(k.x0, y1, H, W)) atomicAdd(plane + (static_cast<int64_t>(y1) * W + k.x0) * C, g * (k.wx0 * k.wy1));
+  if (inside(x1, y1, H, W)) atomicAdd(plane + (static_cast<int64_t>(y1) * W + x1) * C, g * (k.wx1 * k.wy1));
+}
+
+// Plane g of a sphere is sampled at (theta, phi), (theta, r), (phi, r): x = first, y = second.
+__device__ __forceinline__ void plane_corners(const Sph& s, int H, int W, Corners k[3]) {
+  k[0] = corners(s.t, s.p, H, W);
+  k[1] = corners(s.t, s.r, H, W);
+  k[2] = corners(s.p, s.r, H, W);
+}
+
+__global__ void dual_sphere_forward_kernel(const float* __restrict__ planes_A, const float* __restrict__ planes_B,
+                                           const float* __restrict__ points, float* __restrict__ features,
+                                           float* __restrict__ ownership, int64_t M, int C, int H, int W,
+                                           int64_t total, float scale, int mode, bool has_B) {
+  int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  int c = static_cast<int>(i % C);
+  int64_t point = i / C;          // n * M + m
+  int64_t n = point / M;
+  Sph A, B;
+  both_spheres(points + point * 3, scale, A, B);
+  float own = 1.0f;
+  if (has_B) own = A.w / (A.w + B.w + kWeightEps);
+  if (c == 0) ownership[point] = own;
+
+  const int64_t plane_size = static_cast<int64_t>(H) * W * C;
+  float fA[3] = {0.f, 0.f, 0.f}, fB[3] = {0.f, 0.f, 0.f};
+  if (mode != kModeB) {
+    Corners k[3];
+    plane_corners(A, H, W, k);
+    const float* base = planes_A + n * 3 * plane_size + c;
+#pragma unroll
+    for (int g = 0; g < 3; ++g) fA[g] = bilinear(base + g * plane_size, k[g], H, W, C);
+  }
+  if (mode != kModeA) {
+    Corners k[3];
+    plane_corners(B, H, W, k);
+    const float* base = planes_B + n * 3 * plane_size + c;
+#pragma unroll
+    for (int g = 0; g < 3; ++g) fB[g] = bilinear(base + g * plane_size, k[g], H, W, C);
+  }
+  float sum = 0.0f;
+  if (mode == kModeFused) {
+    float denom = A.w + B.w + kWeightEps;
+#pragma unroll
+    for (int g = 0; g < 3; ++g) sum += (fA[g] * A.w + fB[g] * B.w) / denom;
+  } else {
+    const float* f = mode == kModeA ? fA : fB;
+    sum = f[0] + f[1] + f[2];
+  }
+  features[i] = sum / 3.0f;
+}
+
+__global__ void dual_sphere_backward_kernel(const float* __restrict__ grad_features, const float* __restrict__ points,
+                                            float* __restrict__ grad_A, float* __restrict__ grad_B, int64_t M, int C,
+                                            int H, int W, int64_t total, float scale, int mode) {
+  int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  int c = static_cast<int>(i % C);
+  int64_t point = i / C;
+  int64_t n = point / M;
+  float g = grad_features[i] / 3.0f;
+  if (g == 0.0f) return;
+  Sph A, B;
+  both_spheres(points + point * 3, scale, A, B);
+  float gA = g, gB = g;
+  if (mode == kModeFused) {
+    float denom = A.w + B.w + kWeightEps;
+    gA = g * (A.w / denom);
+    gB = g * (B.w / denom);
+  }
+  const int64_t plane_size = static_cast<int64_t>(H) * W * C;
+  if (mode != kModeB && grad_A != nullptr) {
+    Corners k[3];
+    plane_corners(A, H, W, k);
+    float* base = grad_A + n * 3 * plane_size + c;
+#pragma unroll
+    for (int p = 0; p < 3; ++p) bilinear_backward(base + p * plane_size, k[p], H, W, C, gA);
+  }
+  if (mode != kModeA && grad_B != nullptr) {
+    Corners k[3];
+    plane_corners(B, H, W, k);
+    float* base = grad_B + n * 3 * plane_size + c;
+#pragma unroll
+    for (int p = 0; p < 3; ++p) bilinear_backward(base + p * plane_size, k[p], H, W, C, gB);
+  }
+}
+
+void check_inputs(const torch::Tensor& planes_A, const torch::Tensor& planes_B, const torch::Tensor& points,
+                  bool has_B) {
+  TORCH_CHECK(planes_A.is_cuda() && points.is_cuda(), "dual_sphere: tensors must be on CUDA");
+  TORCH_CHECK(planes_A.scalar_type() == torch::kFloat32 && points.scalar_type() == torch::kFloat32,
+              "dual_sphere: float32 expected");
+  TORCH_CHECK(planes_A.is_contiguous() && points.is_contiguous(), "dual_sphere: contiguous inputs expected");
+  TORCH_CHECK(planes_A.dim() == 5 && planes_A.size(1) == 3, "planes_A: [N, 3, H, W, C] expected");
+  TORCH_CHECK(points.dim() == 3 && points.size(2) == 3 && points.size(0) == planes_A.size(0),
+              "points: [N, M, 3] expected");
+  if (has_B) {
+    TORCH_CHECK(planes_B.is_cuda() && planes_B.scalar_type() == torch::kFloat32 && planes_B.is_contiguous(),
+                "planes_B: contiguous float32 CUDA tensor expected");
+    TORCH_CHECK(planes_B.sizes() == planes_A.sizes(), "planes_B must have planes_A's shape");
+  }
+}
+
+constexpr int kThreads = 256;
+
+}  // namespace
+
+// planes_A, planes_B: [N, 3, H, W, C] float32 contiguous (planes_B may be empty: single sphere);
+// points [N, M, 3] float32. Returns (features [N, M, C], ownership [N, M]).
+std::vector<torch::Tensor> dual_sphere_forward(torch::Tensor planes_A, torch::Tensor planes_B, torch::Tensor points,
+                                               double box_warp, int64_t mode) {
+  bool has_B = planes_B.numel() > 0;
+  check_inputs(planes_A, planes_B, points, has_B);
+  TORCH_CHECK(has_B || mode == kModeA, "single sphere: mode must be A");
+  const c10::cuda::CUDAGuard guard(points.device());
+  int64_t N = points.size(0), M = points.size(1);
+  int C = planes_A.size(4), H = planes_A.size(2), W = planes_A.size(3);
+  auto features = torch::empty({N, M, C}, points.options());
+  auto ownership = torch::empty({N, M}, points.options());
+  int64_t total = N * M * C;
+  if (total > 0) {
+    int64_t blocks = (total + kThreads - 1) / kThreads;
+    dual_sphere_forward_kernel<<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        planes_A.data_ptr<float>(), has_B ? planes_B.data_ptr<float>() : nullptr, points.data_ptr<float>(),
+        features.data_ptr<float>(), ownership.data_ptr<float>(), M, C, H, W, total,
+        static_cast<float>(2.0 / box_warp), static_cast<int>(mode), has_B);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {features, ownership};
+}
+
+// grad_features [N, M, C] float32; grad_A / grad_B: [N, 3, H, W, C] float32 zero-filled buffers
+// (empty to skip), accumulated into.
+void dual_sphere_backward(torch::Tensor grad_features, torch::Tensor points, torch::Tensor grad_A,
+                          torch::Tensor grad_B, double box_warp, int64_t mode) {
+  TORCH_CHECK(grad_features.is_cuda() && grad_features.is_contiguous() &&
+                  grad_features.scalar_type() == torch::kFloat32, "grad_features: contiguous float32 CUDA expected");
+  TORCH_CHECK(points.is_contiguous() && points.scalar_type() == torch::kFloat32, "points: contiguous float32");
+  bool want_A = grad_A.numel() > 0, want_B = grad_B.numel() > 0;
+  const torch::Tensor& ref = want_A ? grad_A : grad_B;
+  if (!want_A && !want_B) return;
+  TORCH_CHECK(ref.is_contiguous() && ref.scalar_type() == torch::kFloat32 && ref.dim() == 5, "grad buffers");
+  if (want_A && want_B) TORCH_CHECK(grad_A.sizes() == grad_B.sizes(), "grad buffer shapes differ");
+  const c10::cuda::CUDAGuard guard(points.device());
+  int64_t N = points.size(0), M = points.size(1);
+  int C = ref.size(4), H = ref.size(2), W = ref.size(3);
+  TORCH_CHECK(grad_features.size(0) == N && grad_features.size(1) == M && grad_features.size(2) == C,
+              "grad_features shape");
+  int64_t total = N * M * C;
+  if (total == 0) return;
+  int64_t blocks = (total + kThreads - 1) / kThreads;
+  dual_sphere_backward_kernel<<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      grad_features.data_ptr<float>(), points.data_ptr<float>(), want_A ? grad_A.data_ptr<float>() : nullptr,
+      want_B ? grad_B.data_ptr<float>() : nullptr, M, C, H, W, total, static_cast<float>(2.0 / box_warp),
+      static_cast<int>(mode));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &dual_sphere_forward, "dual-sphere sampler forward (CUDA)");
+  m.def("backward", &dual_sphere_backward, "dual-sphere sampler backward into plane gradients (CUDA)");
+}
