@@ -16,6 +16,7 @@ def _register() -> None:
     from spherehead.tools.generate import generate
     main.add_command(generate)
     from spherehead.data.commands import dataset; main.add_command(dataset)
+    from spherehead.tools.bench import bench; main.add_command(bench)
 
 
 _register()

@@ -1,0 +1,171 @@
+"""`spherehead bench`: timings that matter, printed with the date, the GPU, torch and the config.
+
+    spherehead bench sampler                       # dual-sphere sampler: reference vs CUDA kernel
+    spherehead bench render --network random:paper # G.synthesis per stage, kernel vs reference
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+
+import click
+import torch
+
+
+def _header(device: torch.device) -> str:
+    dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else (platform.processor() or 'cpu')
+    return f'date {datetime.date.today()}  device {device} ({dev})  torch {torch.__version__}'
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _time_ms(fn, device, warmup: int, repeat: int) -> tuple[float, float]:
+    """(median ms, peak MiB above the memory in use before) of fn()."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        for _ in range(repeat):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    else:
+        import time
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(1000 * (time.perf_counter() - t0))
+        peak = float('nan')
+    return statistics.median(times), peak
+
+
+class _Env:
+    """Sets SPHEREHEAD_NO_CUDA_KERNELS for a block."""
+
+    def __init__(self, disable: bool):
+        self.disable = disable
+
+    def __enter__(self):
+        from spherehead.ops.dual_sphere import ENV_DISABLE
+        self.key, self.old = ENV_DISABLE, os.environ.get(ENV_DISABLE)
+        os.environ[self.key] = '1' if self.disable else '0'
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop(self.key, None)
+        else:
+            os.environ[self.key] = self.old
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks (speed, memory), printed with date, device, torch version and config."""
+
+
+@bench.command()
+@click.option('--batch', '-n', 'N', type=int, default=1, show_default=True, help='Batch size N.')
+@click.option('--points', '-m', 'M', type=int, default=128 * 128 * 48, show_default=True,
+              help='Points per batch item (default: 128x128 rays x 48 samples, one paper-config pass).')
+@click.option('--channels', '-c', 'C', type=int, default=32, show_default=True)
+@click.option('--size', 'H', type=int, default=256, show_default=True, help='Plane resolution H = W.')
+@click.option('--sphere', type=click.Choice(['A', 'B', 'fused']), default='fused', show_default=True)
+@click.option('--dtype', type=click.Choice(['float32', 'float16', 'bfloat16']), default='float32', show_default=True)
+@click.option('--device', default='cuda' if torch.cuda.is_available() else 'cpu', show_default=True)
+@click.option('--repeat', type=int, default=20, show_default=True)
+def sampler(N, M, C, H, sphere, dtype, device, repeat):
+    """Dual-sphere feature sampler: reference (PyTorch) vs CUDA kernel, forward and forward+backward."""
+    from spherehead.ops.dual_sphere import dual_sphere_features, kernel_available
+    device = torch.device(device)
+    dt = getattr(torch, dtype)
+    g = torch.Generator(device='cpu').manual_seed(0)
+    pA = torch.randn(N, 3, C, H, H, generator=g).to(device, dt)
+    pB = torch.randn(N, 3, C, H, H, generator=g).to(device, dt)
+    points = ((torch.rand(N, M, 3, generator=g) * 2 - 1) * 0.6).to(device)
+    up = torch.randn(N, M, C, generator=g).to(device)
+    click.echo(_header(device))
+    click.echo(f'config: N {N}, M {M} points, C {C}, H = W {H}, sphere {sphere}, planes {dtype}, box_warp 1.0; '
+               f'median of {repeat} after 3 warm-ups; peak = max allocated above the inputs')
+    rows = []
+    variants = [('reference', True)] + ([('kernel', False)] if device.type == 'cuda' else [])
+    if device.type == 'cuda' and not kernel_available():
+        click.echo('CUDA kernel unavailable (disabled or build failed): kernel row skipped')
+        variants = variants[:1]
+    for name, disable in variants:
+        with _Env(disable):
+            def fwd():
+                with torch.no_grad():
+                    dual_sphere_features(pA, pB, points, 1.0, sphere)
+
+            a, b = pA.detach().requires_grad_(True), pB.detach().requires_grad_(True)
+
+            def fwd_bwd():
+                f, _ = dual_sphere_features(a, b, points, 1.0, sphere)
+                torch.autograd.grad(f, (a, b), up.to(f.dtype), allow_unused=True)
+
+            f_ms, f_mem = _time_ms(fwd, device, 3, repeat)
+            fb_ms, fb_mem = _time_ms(fwd_bwd, device, 3, repeat)
+        rows.append((name, f_ms, f_mem, fb_ms, fb_mem))
+    click.echo(f'{"":10s} {"forward ms":>11s} {"peak MiB":>9s} {"fwd+bwd ms":>11s} {"peak MiB":>9s}')
+    for name, f_ms, f_mem, fb_ms, fb_mem in rows:
+        click.echo(f'{name:10s} {f_ms:11.3f} {f_mem:9.1f} {fb_ms:11.3f} {fb_mem:9.1f}')
+    if len(rows) == 2:
+        click.echo(f'speed-up: forward {rows[0][1] / rows[1][1]:.1f}x, forward+backward {rows[0][3] / rows[1][3]:.1f}x')
+
+
+@bench.command()
+@click.option('--network', default='random:paper', show_default=True, help="Network: .safetensors, .pkl or 'random:<preset>'.")
+@click.option('--device', default='cuda' if torch.cuda.is_available() else 'cpu', show_default=True)
+@click.option('--batch', type=int, default=1, show_default=True)
+@click.option('--sphere', type=click.Choice(['A', 'B', 'fused']), default='fused', show_default=True)
+@click.option('--repeat', type=int, default=10, show_default=True)
+def render(network, device, batch, sphere, repeat):
+    """G.synthesis end to end (deterministic, const noise), ms per stage: kernel vs reference sampler."""
+    from spherehead.camera import lookat
+    from spherehead.checkpoint import load_generator
+    from spherehead.ops.dual_sphere import kernel_available
+    device = torch.device(device)
+    G = load_generator(network, device)
+    cfg, r = G.config, G.config.rendering
+    z = torch.randn(batch, G.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    c = lookat(30.0, 10.0, device=device).expand(batch, -1)
+    click.echo(_header(device))
+    click.echo(f'network {network}: {G.provenance}; {cfg.representation}, {cfg.img_resolution} px out, '
+               f'raw {r.neural_rendering_resolution} px, {r.depth_resolution}+{r.depth_resolution_importance} samples, '
+               f'planes {cfg.triplane_size} px x {cfg.feature_channels} ch; batch {batch}, sphere {sphere}; '
+               f'deterministic, noise const; ms median of {repeat} after 2 warm-ups')
+    variants = [('reference', True)]
+    if device.type == 'cuda' and cfg.is_sphere:
+        if kernel_available():
+            variants.append(('kernel', False))
+        else:
+            click.echo('CUDA kernel unavailable (disabled or build failed): kernel row skipped')
+    with torch.no_grad():
+        ws = G.mapping(z, c)
+        for name, disable in variants:
+            with _Env(disable):
+                runs = []
+                for i in range(2 + repeat):
+                    timings: dict = {}
+                    _sync(device)
+                    import time
+                    t0 = time.perf_counter()
+                    G.synthesis(ws, c, sphere=sphere, noise_mode='const', deterministic=True, timings=timings)
+                    _sync(device)
+                    timings['total'] = time.perf_counter() - t0
+                    if i >= 2:
+                        runs.append(timings)
+            parts = ', '.join(f'{k} {1000 * statistics.median(t[k] for t in runs):.1f}'
+                              for k in ('backbone', 'render', 'superres', 'total'))
+            click.echo(f'{name:10s} {parts}')
