@@ -17,6 +17,7 @@ def _register() -> None:
     main.add_command(generate)
     from spherehead.data.commands import dataset; main.add_command(dataset)
     from spherehead.tools.bench import bench; main.add_command(bench)
+    from spherehead.tools.convert import convert; main.add_command(convert)
 
 
 _register()

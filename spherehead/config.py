@@ -62,6 +62,7 @@ class GeneratorConfig:
     mapping_layers: int = 2
     conv_clamp: float | None = None         # released models use 256 with fp16; None in fp32
     num_fp16_res: int = 0                   # kept for checkpoint fidelity; we run fp32
+    sr_num_fp16_res: int = 0                # EG3D's option: > 0 clamps the super-resolution convs at 256 (as released)
     superresolution: str = 'hybrid8xdc'     # one of SUPERRESOLUTION_MODULES (EG3D's module names)
     sr_channels: tuple[int, int] = (256, 128)  # output channels of the two super-resolution blocks
     use_parsing: bool = True                # parsing branch (20 classes)

@@ -61,7 +61,8 @@ class Generator(torch.nn.Module):
         if cfg.superresolution != 'none':
             self.superresolution = SuperResolution(cfg.superresolution, channels=C, img_resolution=cfg.img_resolution,
                                                    w_dim=cfg.w_dim, sr_channels=cfg.sr_channels,
-                                                   sr_antialias=r.sr_antialias, conv_clamp=cfg.conv_clamp)
+                                                   sr_antialias=r.sr_antialias, conv_clamp=cfg.conv_clamp,
+                                                   num_fp16_res=cfg.sr_num_fp16_res)
         self.bcg_synthesis = None
         if cfg.use_background:
             bcg_kwargs = dict(synthesis_kwargs, channel_base=cfg.channel_base // 2)
