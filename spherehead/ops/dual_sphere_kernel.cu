@@ -23,19 +23,26 @@ struct Sph {
   float t, p, r, w;  // theta_n, phi_n, r_n, weight
 };
 
+// The reference evaluates each elementwise op as its own rounded tensor op (no fused
+// multiply-add), and torch divides a CUDA tensor by a Python scalar as a multiplication by
+// its float reciprocal: the intrinsics below reproduce that rounding, so that the kernel's
+// coordinates equal the reference's to the last bit where the libm calls agree.
 __device__ __forceinline__ Sph spherical(float a, float b, float c) {
+  const float inv_pi = 1.0f / kPi, inv_sqrt3 = 1.0f / kSqrt3;
   Sph s;
-  float ab2 = a * a + b * b;
-  s.r = sqrtf(ab2 + c * c) / kSqrt3 * 2.0f - 1.0f;
-  s.t = atan2f(sqrtf(ab2), c) / kPi * 2.0f - 1.0f;
-  s.p = atan2f(b, a) / kPi;
-  s.w = (1.0f + cosf(kPi * s.t)) * 0.5f * ((1.0f + cosf(kPi * s.p)) * 0.5f);
+  float ab2 = __fadd_rn(__fmul_rn(a, a), __fmul_rn(b, b));
+  s.r = __fsub_rn(__fmul_rn(__fmul_rn(sqrtf(__fadd_rn(ab2, __fmul_rn(c, c))), inv_sqrt3), 2.0f), 1.0f);
+  s.t = __fsub_rn(__fmul_rn(__fmul_rn(atan2f(sqrtf(ab2), c), inv_pi), 2.0f), 1.0f);
+  s.p = __fmul_rn(atan2f(b, a), inv_pi);
+  float wt = __fmul_rn(__fadd_rn(1.0f, cosf(__fmul_rn(kPi, s.t))), 0.5f);
+  float wp = __fmul_rn(__fadd_rn(1.0f, cosf(__fmul_rn(kPi, s.p))), 0.5f);
+  s.w = __fmul_rn(wt, wp);
   return s;
 }
 
 // q = 2 p / box_warp; A: (q_z, q_y, -q_x); B: (-q_z, -q_x, q_y).
 __device__ __forceinline__ void both_spheres(const float* pt, float scale, Sph& A, Sph& B) {
-  float x = pt[0] * scale, y = pt[1] * scale, z = pt[2] * scale;
+  float x = __fmul_rn(pt[0], scale), y = __fmul_rn(pt[1], scale), z = __fmul_rn(pt[2], scale);
   A = spherical(z, y, -x);
   B = spherical(-z, -x, y);
 }
@@ -105,7 +112,7 @@ __global__ void dual_sphere_forward_kernel(const float* __restrict__ planes_A, c
   Sph A, B;
   both_spheres(points + point * 3, scale, A, B);
   float own = 1.0f;
-  if (has_B) own = A.w / (A.w + B.w + kWeightEps);
+  if (has_B) own = __fdiv_rn(A.w, __fadd_rn(__fadd_rn(A.w, B.w), kWeightEps));
   if (c == 0) ownership[point] = own;
 
   const int64_t plane_size = static_cast<int64_t>(H) * W * C;
@@ -126,14 +133,14 @@ __global__ void dual_sphere_forward_kernel(const float* __restrict__ planes_A, c
   }
   float sum = 0.0f;
   if (mode == kModeFused) {
-    float denom = A.w + B.w + kWeightEps;
+    float denom = __fadd_rn(__fadd_rn(A.w, B.w), kWeightEps);
 #pragma unroll
-    for (int g = 0; g < 3; ++g) sum += (fA[g] * A.w + fB[g] * B.w) / denom;
+    for (int g = 0; g < 3; ++g) sum = __fadd_rn(sum, __fdiv_rn(__fadd_rn(__fmul_rn(fA[g], A.w), __fmul_rn(fB[g], B.w)), denom));
   } else {
     const float* f = mode == kModeA ? fA : fB;
-    sum = f[0] + f[1] + f[2];
+    sum = __fadd_rn(__fadd_rn(f[0], f[1]), f[2]);
   }
-  features[i] = sum / 3.0f;
+  features[i] = __fdiv_rn(sum, 3.0f);
 }
 
 __global__ void dual_sphere_backward_kernel(const float* __restrict__ grad_features, const float* __restrict__ points,
