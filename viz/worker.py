@@ -68,28 +68,29 @@ class RenderWorker:
         self._thread.join(timeout)
 
     # ---- worker side ------------------------------------------------------------------------------
+    def _take_pending(self):
+        """Block until a request is pending; take it (marking the worker busy), or None on stop."""
+        with self._cond:
+            while self._pending is None and not self._stop:
+                self._cond.wait()
+            if self._stop:
+                return None
+            args, self._pending = self._pending, None
+            self._busy = True
+            return args
+
     def _run(self) -> None:
         try:
             self.renderer = self._factory()
         except Exception as e:  # noqa: BLE001 - reported through results
             err = f'{type(e).__name__}: {e}'
             self.renderer = None
-            while True:
+            while (args := self._take_pending()) is not None:
                 with self._cond:
-                    while self._pending is None and not self._stop:
-                        self._cond.wait()
-                    if self._stop:
-                        return
-                    args, self._pending = self._pending, None
                     self._result = RenderResult(args=args, error=err)
-        while True:
-            with self._cond:
-                while self._pending is None and not self._stop:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                args, self._pending = self._pending, None
-                self._busy = True
+                    self._busy = False
+            return
+        while (args := self._take_pending()) is not None:
             result = self.renderer.render(args)
             with self._cond:
                 self._serial += 1
