@@ -144,6 +144,54 @@ class GeneratorConfig:
         return GeneratorConfig.from_dict(d)
 
 
+@dataclass
+class DiscriminatorConfig:
+    """Shapes of the dual discriminator (spherehead.networks.discriminator.DualDiscriminator).
+
+    The blocks see 2 * img_channels + mask_channels + parsing_channels channels at
+    img_resolution (image, upsampled raw image, 2m-1 mask, 2p-1 parsing).
+    """
+    c_dim: int = 25
+    img_resolution: int = 512
+    img_channels: int = 3
+    mask_channels: int = 1                  # PanoHead / SphereHead: 1; EG3D: 0
+    parsing_channels: int = NUM_PARSING_CLASSES  # SphereHead: 20; EG3D / PanoHead: 0
+    architecture: str = 'resnet'
+    channel_base: int = 32768
+    channel_max: int = 512
+    num_fp16_res: int = 4                   # kept for checkpoint fidelity; computation is fp32
+    conv_clamp: float | None = 256
+    cmap_dim: int | None = None             # None: channels at 4x4
+    disc_c_noise: float = 0.0
+    mapping_layers: int = 8                 # layers of the camera-label mapping net
+    mbstd_group_size: int = 4
+    mbstd_num_channels: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> 'DiscriminatorConfig':
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f'unknown discriminator config keys: {sorted(unknown)}')
+        return cls(**d)
+
+
+def discriminator_config_for(g: GeneratorConfig, **overrides: Any) -> DiscriminatorConfig:
+    """The discriminator that trains generator config ``g``: same resolution, a mask channel
+    (PanoHead / SphereHead), parsing channels when G has a parsing branch, and a channel
+    budget scaled like G's (EG3D pairs cbase 32768 / cmax 512 with 512 px)."""
+    d = DiscriminatorConfig(img_resolution=g.img_resolution, mask_channels=1,
+                            parsing_channels=NUM_PARSING_CLASSES if g.use_parsing else 0,
+                            channel_base=min(32768, g.channel_base * 2), channel_max=min(512, g.channel_max * 2))
+    return dataclasses.replace(d, **overrides)
+
+
 def preset(name: str, **overrides: Any) -> GeneratorConfig:
     """A named configuration: 'tiny', 'demo' or 'paper' (overrides apply on top)."""
     if name not in PRESETS:

@@ -12,7 +12,7 @@ State-dict names equal EG3D's: b{res}.{fromrgb,conv0,conv1,skip}, mapping.*, b4.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import nn
 from spherehead.networks.layers import DEFAULT_RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer
 from spherehead.networks.mapping import MappingNetwork
 from spherehead.ops.upfirdn2d import downsample2d, setup_filter, upsample2d
+
+if TYPE_CHECKING:
+    from spherehead.config import DiscriminatorConfig
 
 FilterMode = Union[str, float]   # 'antialiased', 'classic', 'none', or a blend weight in (0, 1)
 
@@ -247,6 +250,19 @@ class DualDiscriminator(nn.Module):
         self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim=cmap_dim, resolution=4, **dict(epilogue_kwargs or {}),
                                         **common)
         self.register_buffer('resample_filter', setup_filter([1, 3, 3, 1]))
+
+    @classmethod
+    def from_config(cls, cfg: 'DiscriminatorConfig') -> 'DualDiscriminator':
+        """Build from a :class:`spherehead.config.DiscriminatorConfig` (kept as ``self.config``)."""
+        D = cls(c_dim=cfg.c_dim, img_resolution=cfg.img_resolution, img_channels=cfg.img_channels,
+                mask_channels=cfg.mask_channels, parsing_channels=cfg.parsing_channels,
+                architecture=cfg.architecture, channel_base=cfg.channel_base, channel_max=cfg.channel_max,
+                num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp, cmap_dim=cfg.cmap_dim,
+                disc_c_noise=cfg.disc_c_noise, mapping_kwargs=dict(num_layers=cfg.mapping_layers),
+                epilogue_kwargs=dict(mbstd_group_size=cfg.mbstd_group_size,
+                                     mbstd_num_channels=cfg.mbstd_num_channels))
+        D.config = cfg
+        return D
 
     @property
     def epilogue(self) -> DiscriminatorEpilogue:
