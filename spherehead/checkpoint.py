@@ -71,6 +71,33 @@ def load_safetensors_generator(path: str | os.PathLike) -> Generator:
     return G
 
 
+SNAPSHOT_PREFIX = 'network-snapshot-'
+SNAPSHOT_SUFFIX = '.safetensors'
+
+
+def newest_snapshot(run_dir: str | os.PathLike, prefix: str = SNAPSHOT_PREFIX,
+                    suffix: str = SNAPSHOT_SUFFIX) -> Path | None:
+    """The file ``<prefix><kimg digits><suffix>`` with the highest kimg in a training run folder, or None.
+
+    Only complete names count: the ``*.tmp`` files of a snapshot being written are ignored
+    (snapshots are written to a temporary file and renamed). Raises UserError when
+    ``run_dir`` is not a folder.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f'{run_dir}: not a folder; give a training run folder (it holds {prefix}*{suffix} files)')
+    best: tuple[int, Path] | None = None
+    for entry in os.scandir(run_dir):
+        name = entry.name
+        digits = name[len(prefix):len(name) - len(suffix)]
+        if not (name.startswith(prefix) and name.endswith(suffix) and digits.isascii() and digits.isdigit()
+                and entry.is_file()):
+            continue
+        if best is None or int(digits) > best[0]:
+            best = (int(digits), Path(entry.path))
+    return best[1] if best else None
+
+
 def load_generator(source: str | os.PathLike = 'demo', device: str | torch.device = 'cpu') -> Generator:
     """A generator in eval mode on ``device``.
 
