@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import click
 
+from spherehead import __version__
+from spherehead.tools.cli_common import group
 
-@click.group(context_settings={'help_option_names': ['-h', '--help']})
+
+@group()
+@click.version_option(__version__, '--version', prog_name='spherehead', message='%(prog)s %(version)s')
 def main() -> None:
-    """SphereHead tools: generate, video, dataset, convert, bench, ..."""
+    """SphereHead tools (each command has --help). Errors print one line; exit status 2 = bad arguments,
+    1 = failed."""
 
 
 def _register() -> None:
