@@ -171,7 +171,8 @@ class SeedList(click.ParamType):
         try:
             v = int(s)
         except ValueError:
-            self.fail(f"{s!r} in {text!r} is not a seed; seeds are whole numbers, e.g. 0,1,2 or 0-7", param, ctx)
+            where = '' if s == text.strip() else f' in {text!r}'
+            self.fail(f"{s!r}{where} is not a seed; seeds are whole numbers, e.g. 0,1,2 or 0-7", param, ctx)
         if not 0 <= v <= MAX_SEED:
             self.fail(f'seed {v} is out of range; seeds go from 0 to {MAX_SEED}', param, ctx)
         return v
