@@ -23,6 +23,9 @@ def _register() -> None:
     from spherehead.data.commands import dataset; main.add_command(dataset)
     from spherehead.tools.bench import bench; main.add_command(bench)
     from spherehead.tools.convert import convert; main.add_command(convert)
+    from spherehead.tools.video import video; main.add_command(video)
+    from spherehead.tools.interpolate import interpolate; main.add_command(interpolate)
+    from spherehead.tools.mesh import mesh; main.add_command(mesh)
 
 
 _register()
