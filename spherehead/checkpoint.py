@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -38,7 +39,49 @@ def save_generator(G: Generator, path: str | os.PathLike) -> None:
             'provenance': str(getattr(G, 'provenance', ''))}
     tmp = path.with_name(path.name + '.tmp')
     save_file(state, str(tmp), metadata=meta)
+    os.chmod(tmp, _new_file_mode())          # safetensors creates owner-only (0600) files; use the usual mode
     os.replace(tmp, path)
+
+
+def _new_file_mode() -> int:
+    """The mode a newly created file gets here: 0666 minus the process umask (0644 with umask 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_TORCH_LEGACY_MAGIC = bytes.fromhex('80028a0a6cfc9c46f9206aa85019')   # pickle of torch's legacy magic number
+
+
+def check_network_file(path: str | os.PathLike) -> Path:
+    """Refuse, with one line saying what the file really is, a path that cannot be a network file:
+    missing, a folder, an unknown extension, a torch.save archive named .pkl, a .safetensors
+    without a safetensors header. Returns the path; the loaders find deeper problems."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file; give a .safetensors or .pkl network, 'demo' or 'random:tiny'")
+    if path.is_dir():
+        raise UserError(f'{path}: is a folder, not a network file; give a .safetensors or .pkl file')
+    suffix = path.suffix.lower()
+    if suffix not in ('.pkl', '.safetensors'):
+        raise UserError(f'{path}: unknown network file type {path.suffix or "(no extension)"!r}; '
+                        f'expected .safetensors or .pkl')
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    size = path.stat().st_size
+    if size == 0:
+        raise UserError(f'{path}: the file is empty; use a complete copy of the network')
+    if suffix == '.pkl':
+        if head.startswith(b'PK\x03\x04') or head.startswith(_TORCH_LEGACY_MAGIC):
+            raise UserError(f'{path}: a torch.save file (e.g. a state_dict), not a network pickle; give the '
+                            f'network-snapshot-*.pkl written by EG3D / PanoHead / SphereHead training, or load '
+                            f'it in Python and save the generator with sh.save_generator')
+    else:
+        n = int.from_bytes(head[:8], 'little') if len(head) >= 8 else -1
+        if n <= 0 or 8 + n > size or head[8:9] != b'{':
+            raise UserError(f'{path}: not a .safetensors file (no safetensors header: damaged, cut short or '
+                            f'another kind of file); use the original file or write it again')
+    return path
 
 
 def read_safetensors_config(path: str | os.PathLike) -> GeneratorConfig:
@@ -48,7 +91,8 @@ def read_safetensors_config(path: str | os.PathLike) -> GeneratorConfig:
         with safe_open(str(path), framework='pt') as f:
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise UserError(f'{path}: not a readable .safetensors file ({e}); re-export it with `spherehead convert`')
+        raise UserError(f'{path}: not a readable .safetensors file ({" ".join(str(e).split())}); the file is '
+                        f'damaged or of another kind; use the original file or write it again') from None
     if meta.get('format') != FORMAT_NAME or 'config' not in meta:
         raise UserError(f'{path}: a .safetensors file without SphereHead generator metadata; '
                         'convert released pickles with `spherehead convert MODEL.pkl OUT.safetensors`')
@@ -108,6 +152,8 @@ def load_generator(source: str | os.PathLike = 'demo', device: str | torch.devic
     source = str(source)
     if source.startswith('random:'):
         name, _, seed = source[len('random:'):].partition('@')
+        if seed and not seed.isdigit():
+            raise UserError(f"{source}: the part after '@' must be a whole-number seed, e.g. random:tiny@3")
         G = random_generator(name, int(seed) if seed else 0)
     elif source == 'demo':
         if DEMO_PATH.is_file():
@@ -116,15 +162,14 @@ def load_generator(source: str | os.PathLike = 'demo', device: str | torch.devic
         else:
             G = random_generator('tiny')
             G.provenance = 'demo model not shipped yet: random:tiny (untrained, random weights)'
+            # Once per process (the default warning filter shows a warning once per code location).
+            warnings.warn("the trained demo model is not shipped yet: 'demo' is an untrained random:tiny "
+                          "generator (random weights)", UserWarning, stacklevel=1)
     else:
-        path = Path(source)
-        if not path.exists():
-            raise UserError(f"{source}: no such file; give a .safetensors or .pkl network, 'demo' or 'random:tiny'")
-        if path.suffix == '.pkl':
+        path = check_network_file(source)
+        if path.suffix.lower() == '.pkl':
             from spherehead.released import load_released_generator
             G = load_released_generator(path)
-        elif path.suffix == '.safetensors':
-            G = load_safetensors_generator(path)
         else:
-            raise UserError(f'{source}: unknown network file type {path.suffix!r}; expected .safetensors or .pkl')
+            G = load_safetensors_generator(path)
     return G.eval().requires_grad_(False).to(device)
