@@ -10,6 +10,8 @@ from spherehead import camera
 from spherehead.checkpoint import load_generator, save_generator
 from spherehead.config import GeneratorConfig, RenderingConfig, preset
 from spherehead.errors import UserError
+from spherehead.released import ReleasedNetworks, load_released   # G, G_ema, D of a released snapshot
 
-__all__ = ['camera', 'load_generator', 'save_generator', 'GeneratorConfig', 'RenderingConfig', 'preset', 'UserError']
+__all__ = ['camera', 'load_generator', 'save_generator', 'GeneratorConfig', 'RenderingConfig', 'preset', 'UserError',
+           'load_released', 'ReleasedNetworks']
 __version__ = '0.1.0'

@@ -22,11 +22,20 @@ Any other global (``os.system``, ``builtins.eval``, ...) is refused with its nam
 The records are then mapped onto our ``Generator``: a config from the constructor arguments,
 rendering options and tensor shapes, and every parameter and buffer by name (EG3D names,
 SphereHead's ``ConvA``/``ConvB`` -> ``heads.A``/``heads.B``), checking that nothing is
-missing or left over.
+missing or left over. ``load_released`` also maps the discriminator record (EG3D's
+``DualDiscriminator``, PanoHead's ``MaskDualDiscriminatorV2``, SphereHead's
+``HoloDiscriminator``) onto our ``DualDiscriminator``, for fine-tuning.
+
+What a training snapshot holds (``training/training_loop.py`` of EG3D and PanoHead; the
+released checkpoints are such snapshots): ``dict(training_set_kwargs=<plain dict>, G=..., D=...,
+G_ema=..., augment_pipe=<AugmentPipe or None>)``, each module ``deepcopy``'d, put in eval mode and
+moved to the CPU. Other training loops of the family add progress entries (counters as tensors
+or numbers); those load as plain data and are not used here.
 """
 from __future__ import annotations
 
 import collections
+import copy
 import io
 import os
 import pickle
@@ -38,10 +47,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from spherehead.config import GeneratorConfig, RenderingConfig
+from spherehead.config import DiscriminatorConfig, GeneratorConfig, RenderingConfig
 from spherehead.errors import UserError
 
 GENERATOR_KEYS = ('G_ema', 'G')
+# Tensors the official training loops add to a network and no forward pass reads; skipped (and
+# listed) instead of refused as unmapped.
+TRAINING_ONLY_TENSORS = {
+    # EG3D and PanoHead training/training_loop.py: right after building G,
+    # `G.register_buffer('dataset_label_std', torch.tensor(training_set.get_label_std()))`, and only
+    # then `G_ema = copy.deepcopy(G)`, so both generators of every snapshot carry it. It is the
+    # per-entry std of the dataset's camera labels [c_dim]; the generators never read it.
+    'dataset_label_std': 'std of the training labels, registered on G by the training loop',
+}
 NETWORK_KEYS = ('G_ema', 'G', 'D')
 SR_CLASSES = {'SuperresolutionHybrid2X': 'hybrid2x', 'SuperresolutionHybrid4X': 'hybrid4x',
               'SuperresolutionHybrid8X': 'hybrid8x', 'SuperresolutionHybrid8XDC': 'hybrid8xdc'}
@@ -309,7 +327,7 @@ def describe_generator(rec: ModuleRecord, path: Path) -> ReleasedGenerator:
     raw = record_tensors(rec)
     tensors, ignored = {}, []
     for name, t in raw.items():
-        if name.startswith(IGNORED_PREFIXES):
+        if name.startswith(IGNORED_PREFIXES) or name in TRAINING_ONLY_TENSORS:
             ignored.append(name)
             continue
         name = re.sub(r'^ConvA\.', 'heads.A.', re.sub(r'^ConvB\.', 'heads.B.', name))
@@ -393,32 +411,220 @@ def describe_generator(rec: ModuleRecord, path: Path) -> ReleasedGenerator:
     return ReleasedGenerator(fam, cfg, tensors, ignored)
 
 
+# ---------------------------------------------------------------------------- discriminator
+
+# Released discriminator classes that our DualDiscriminator reproduces, and the inputs each
+# stacks after the image and the upsampled raw image (all resized to the image size, 2x-1):
+# - EG3D training/dual_discriminator.py DualDiscriminator: nothing more;
+# - PanoHead MaskDualDiscriminatorV2 (its README recipe's --disc_module): the mask (seg_channels);
+# - SphereHead HoloDiscriminator: the mask (seg_channels), then the parsing map (parsing_channels).
+# seg_resolution / parsing_resolution are constructor arguments their forward passes never read.
+D_CLASSES = {'DualDiscriminator': (), 'MaskDualDiscriminatorV2': ('seg',), 'HoloDiscriminator': ('seg', 'parsing')}
+_D_COMMON = ('architecture', 'channel_base', 'channel_max', 'num_fp16_res', 'conv_clamp', 'cmap_dim', 'disc_c_noise',
+             'block_kwargs', 'mapping_kwargs', 'epilogue_kwargs')
+_D_POSITIONAL = {
+    'DualDiscriminator': ('c_dim', 'img_resolution', 'img_channels') + _D_COMMON,
+    'MaskDualDiscriminatorV2': ('c_dim', 'img_resolution', 'img_channels', 'seg_resolution', 'seg_channels') + _D_COMMON,
+    'HoloDiscriminator': ('c_dim', 'img_resolution', 'img_channels', 'seg_resolution', 'seg_channels',
+                          'parsing_resolution', 'parsing_channels') + _D_COMMON,
+}
+# Options of the released parts (networks_stylegan2 DiscriminatorBlock / MappingNetwork /
+# DiscriminatorEpilogue). Free: any value maps (freeze_layers = Freeze-D, which layers train, a
+# training choice that changes no weight or value; fp16_channels_last = memory format; the
+# rest we carry). Fixed: must be the released default, since ours computes with it.
+_D_PART_FREE = {'block_kwargs': ('freeze_layers', 'fp16_channels_last'), 'mapping_kwargs': ('num_layers',),
+                'epilogue_kwargs': ('mbstd_group_size', 'mbstd_num_channels')}
+_D_PART_FIXED = {'block_kwargs': {'activation': 'lrelu', 'resample_filter': [1, 3, 3, 1]},
+                 'mapping_kwargs': {'embed_features': None, 'layer_features': None, 'activation': 'lrelu',
+                                    'lr_multiplier': 0.01},
+                 'epilogue_kwargs': {'activation': 'lrelu'}}
+
+
+@dataclass
+class ReleasedDiscriminator:
+    """What a released discriminator record says: its class, our config and its tensors."""
+    class_name: str
+    config: DiscriminatorConfig
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+
+
+def _d_part(kw: dict, part: str, path: Path) -> dict:
+    opts = dict(kw.get(part) or {})
+    for key, value in opts.items():
+        if key in _D_PART_FREE[part]:
+            continue
+        fixed = _D_PART_FIXED[part]
+        if key not in fixed:
+            raise UserError(f'{path}: D with unsupported option {part}.{key}={value!r}')
+        same = list(value) == fixed[key] if isinstance(value, (list, tuple)) else value == fixed[key]
+        if not same:
+            raise UserError(f'{path}: D with {part}.{key}={value!r}; only the released default {fixed[key]!r} '
+                            'is supported')
+    return opts
+
+
+def describe_discriminator(rec: ModuleRecord, path: Path) -> ReleasedDiscriminator:
+    """Our DiscriminatorConfig + tensors (released names = ours) of a released D record. Raises UserError."""
+    name = rec.class_name
+    if name not in D_CLASSES:
+        why = {'MaskDualDiscriminator': " (PanoHead's first variant: the mask runs through separate sb* blocks, "
+                                        'which our discriminator does not have)'}.get(name, '')
+        raise UserError(f'{path}: cannot map D {rec.qualname}{why}; supported: DualDiscriminator (EG3D), '
+                        'MaskDualDiscriminatorV2 (PanoHead), HoloDiscriminator (SphereHead)')
+    kw = dict(zip(_D_POSITIONAL[name], rec.init_args))
+    kw.update(rec.init_kwargs)
+    unknown = sorted(set(kw) - set(_D_POSITIONAL[name]))
+    if unknown:
+        raise UserError(f'{path}: D {name} with unsupported constructor arguments {unknown}')
+    mapping_kwargs = _d_part(kw, 'mapping_kwargs', path)
+    epilogue_kwargs = _d_part(kw, 'epilogue_kwargs', path)
+    _d_part(kw, 'block_kwargs', path)
+    tensors = record_tensors(rec)
+    fcs = {n for n in tensors if re.fullmatch(r'mapping\.fc\d+\.weight', n)}
+    extra = D_CLASSES[name]
+    try:
+        cfg = DiscriminatorConfig(
+            c_dim=int(kw['c_dim']), img_resolution=int(kw['img_resolution']), img_channels=int(kw['img_channels']),
+            mask_channels=int(kw['seg_channels']) if 'seg' in extra else 0,
+            parsing_channels=int(kw['parsing_channels']) if 'parsing' in extra else 0,
+            architecture=str(kw.get('architecture', 'resnet')),
+            channel_base=int(kw.get('channel_base', 32768)), channel_max=int(kw.get('channel_max', 512)),
+            num_fp16_res=int(kw.get('num_fp16_res', 4)), conv_clamp=kw.get('conv_clamp', 256),
+            cmap_dim=kw.get('cmap_dim'), disc_c_noise=float(kw.get('disc_c_noise', 0) or 0),
+            mapping_layers=len(fcs) if fcs else int(mapping_kwargs.get('num_layers', 8)),
+            mbstd_group_size=epilogue_kwargs.get('mbstd_group_size', 4),
+            mbstd_num_channels=int(epilogue_kwargs.get('mbstd_num_channels', 1)))
+    except KeyError as e:
+        raise UserError(f'{path}: D {name} without constructor argument {e.args[0]}')
+    except (ValueError, TypeError) as e:
+        raise UserError(f'{path}: D {name} with unsupported options ({e})')
+    return ReleasedDiscriminator(name, cfg, tensors)
+
+
+def _load_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, path: Path) -> None:
+    """Copy released tensors into `module` by name: all of ours present, none left over, same shapes."""
+    ours = module.state_dict()
+    missing = sorted(set(ours) - set(tensors))
+    unexpected = sorted(set(tensors) - set(ours))
+    if missing or unexpected:
+        raise UserError(f'{path}: {what} does not map onto our modules: '
+                        f'{len(missing)} missing {missing[:6]}, {len(unexpected)} unmapped {unexpected[:6]}')
+    bad = [f'{k} {tuple(v.shape)} vs ours {tuple(ours[k].shape)}' for k, v in tensors.items()
+           if tuple(v.shape) != tuple(ours[k].shape)]
+    if bad:
+        raise UserError(f'{path}: {what}: {len(bad)} tensors of another shape than the config gives: {bad[:4]}')
+    module.load_state_dict({k: v.detach().to(ours[k].dtype) for k, v in tensors.items()}, strict=True)
+
+
+def _build_discriminator(rel: ReleasedDiscriminator, path: Path):
+    """Our DualDiscriminator with the weights of a described released D."""
+    from spherehead.networks.discriminator import DualDiscriminator
+    try:
+        D = DualDiscriminator.from_config(rel.config)
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f'{path}: D {rel.class_name} with unsupported options ({e})')
+    _load_strict(D, rel.tensors, f'D ({rel.class_name})', path)
+    D.provenance = f'{path} (D {rel.class_name})'
+    return D
+
+
 # ---------------------------------------------------------------------------- loading
+
+def _build_generator(rec: ModuleRecord, path: Path, which: str):
+    """Our Generator with the weights of a TriPlaneGenerator record, and what the record said."""
+    from spherehead.networks.generator import Generator
+    rel = describe_generator(rec, path)
+    G = Generator(rel.config)
+    _load_strict(G, rel.tensors, f'{rel.family} {which}', path)
+    G.provenance = f'{path} ({rel.family} {which})'
+    G.released_family = rel.family
+    G.released_ignored = list(rel.ignored)   # training-only tensors skipped, for `convert --verbose`
+    return G, rel
+
 
 def load_released_generator(path: str | os.PathLike, which: str = 'G_ema'):
     """Our Generator (eval mode, CPU) with the weights of a released pickle's G_ema (or G)."""
-    from spherehead.networks.generator import Generator
     path = Path(path)
     if which not in GENERATOR_KEYS:
         raise UserError(f"which={which!r}: a generator is 'G_ema' or 'G' (D is a discriminator)")
     data = read_network_pickle(path)
-    rel = describe_generator(select_network(data, which, path), path)
-    G = Generator(rel.config)
-    ours = G.state_dict()
-    missing = sorted(set(ours) - set(rel.tensors))
-    unexpected = sorted(set(rel.tensors) - set(ours))
-    if missing or unexpected:
-        raise UserError(f'{path}: {rel.family} {which} does not map onto our modules: '
-                        f'{len(missing)} missing {missing[:6]}, {len(unexpected)} unmapped {unexpected[:6]}')
-    bad = [f'{k} {tuple(v.shape)} vs ours {tuple(ours[k].shape)}' for k, v in rel.tensors.items()
-           if tuple(v.shape) != tuple(ours[k].shape)]
-    if bad:
-        raise UserError(f'{path}: {len(bad)} tensors of another shape than the config gives: {bad[:4]}')
-    state = {k: v.detach().to(ours[k].dtype) for k, v in rel.tensors.items()}
-    G.load_state_dict(state, strict=True)
-    G.provenance = f'{path} ({rel.family} {which})'
-    G.released_family = rel.family
+    G, _ = _build_generator(select_network(data, which, path), path, which)
     return G.eval().requires_grad_(False)
+
+
+@dataclass
+class ReleasedNetworks:
+    """The networks of a released snapshot on our modules, ready to train from.
+
+    G: our Generator in training state (train mode, requires_grad True); G_ema: eval mode,
+    requires_grad False; D: our DualDiscriminator in training state, or None when the pickle
+    has no D. ignored: the training-only tensors skipped, as '<network>.<name>'.
+    """
+    G: Any
+    G_ema: Any
+    D: Any
+    g_config: GeneratorConfig
+    d_config: DiscriminatorConfig | None
+    ignored: list[str] = field(default_factory=list)
+    family: str = ''
+    augment_p: float | None = None          # ADA strength p of the snapshot's augment_pipe (None: no pipe)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line: what was loaded and what was skipped."""
+        d = f'D ({self.d_config.mask_channels} mask, {self.d_config.parsing_channels} parsing channels)' \
+            if self.D is not None else 'no D'
+        ig = ', '.join(self.ignored) if self.ignored else 'nothing'
+        extra = f'; {"; ".join(self.notes)}' if self.notes else ''
+        return f'{self.family} G, G_ema, {d}; ignored {ig}{extra}'
+
+
+def load_released(path: str | os.PathLike, device: str | torch.device = 'cpu') -> ReleasedNetworks:
+    """G, G_ema and D of a released snapshot pickle (EG3D, PanoHead, SphereHead) on our modules.
+
+    Nothing in the pickle executes. A generator missing from the pickle is copied from the other
+    one (said in `notes`); a D that cannot be mapped raises UserError (one line). The augment
+    pipe, training_set_kwargs and progress entries are read as inert data and not used beyond
+    `augment_p`.
+    """
+    path = Path(path)
+    data = read_network_pickle(path)
+    recs = {k: data.get(k) for k in NETWORK_KEYS if isinstance(data.get(k), ModuleRecord)}
+    if not any(k in recs for k in GENERATOR_KEYS):
+        raise UserError(f'{path}: has no generator (G_ema / G); only {", ".join(recs) or "nothing"} to load')
+    d_rel = describe_discriminator(recs['D'], path) if 'D' in recs else None   # refuse early, before building
+    nets, rels, notes = {}, {}, []
+    for which in GENERATOR_KEYS:
+        if which in recs:
+            nets[which], rels[which] = _build_generator(recs[which], path, which)
+    if len(nets) == 2 and rels['G'].config != rels['G_ema'].config:
+        raise UserError(f'{path}: G and G_ema have different architectures; load one with load_released_generator')
+    for which, other in (('G', 'G_ema'), ('G_ema', 'G')):
+        if which not in nets:
+            nets[which] = copy.deepcopy(nets[other])
+            nets[which].provenance = f'{path} ({rels[other].family} {other}, copied: the pickle has no {which})'
+            rels[which] = rels[other]
+            notes.append(f'{which} copied from {other} (the pickle has no {which})')
+    ignored = [f'{which}.{n}' for which in GENERATOR_KEYS if which in recs for n in rels[which].ignored]
+    D = _build_discriminator(d_rel, path) if d_rel is not None else None
+
+    augment_p = None
+    pipe = data.get('augment_pipe')
+    if isinstance(pipe, ModuleRecord):
+        pipe_tensors = record_tensors(pipe)
+        ignored += [f'augment_pipe.{n}' for n in pipe_tensors]
+        p = pipe_tensors.get('p')
+        if p is not None and p.numel() == 1:
+            augment_p = float(p)
+
+    device = torch.device(device)
+    G = nets['G'].to(device).train().requires_grad_(True)
+    G_ema = nets['G_ema'].to(device).eval().requires_grad_(False)
+    if D is not None:
+        D = D.to(device).train().requires_grad_(True)
+    return ReleasedNetworks(G=G, G_ema=G_ema, D=D, g_config=rels['G_ema'].config,
+                            d_config=D.config if D is not None else None, ignored=ignored,
+                            family=rels['G_ema'].family, augment_p=augment_p, notes=notes)
 
 
 def released_state(path: str | os.PathLike, which: str = 'G_ema') -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import copyreg
 import os
 import pickle
@@ -23,10 +24,11 @@ from click.testing import CliRunner
 
 from spherehead.camera import lookat
 from spherehead.checkpoint import load_generator
-from spherehead.config import GeneratorConfig, RenderingConfig, preset
+from spherehead.config import DiscriminatorConfig, GeneratorConfig, RenderingConfig, preset
 from spherehead.errors import UserError
+from spherehead.networks.discriminator import DualDiscriminator
 from spherehead.networks.generator import Generator
-from spherehead.released import load_released_generator, read_network_pickle, released_state
+from spherehead.released import load_released, load_released_generator, read_network_pickle, released_state
 
 SR_CLASS = {'hybrid2x': 'SuperresolutionHybrid2X', 'hybrid4x': 'SuperresolutionHybrid4X',
             'hybrid8x': 'SuperresolutionHybrid8X', 'hybrid8xdc': 'SuperresolutionHybrid8XDC'}
@@ -228,15 +230,85 @@ def reference_generator(cfg: GeneratorConfig, seed: int = 1) -> Generator:
     return G
 
 
-def write_released(path, G: Generator, family: str, rk: dict, extra: dict, which='G_ema', extra_top=None):
-    with released_globals(BY_REFERENCE + ('training.augment.AugmentPipe',)) as classes:
-        rec = released_generator_record(G, family, classes, rk, **extra)
-        D = Persistent('DualDiscriminator', module_state(
-            params=[('b4.fc.weight', torch.nn.Parameter(torch.arange(6.).reshape(2, 3)))]))
-        data = {'G': rec, 'D': D, 'G_ema': rec,
-                'augment_pipe': ByReference(classes['training.augment.AugmentPipe'], module_state()),
-                'training_set_kwargs': EasyDictStandIn(path='data.zip', resolution=512, use_labels=True)}
+# What a training snapshot holds (training/training_loop.py of EG3D and PanoHead):
+# dict(training_set_kwargs=dict(...), G=..., D=..., G_ema=..., augment_pipe=...), G carrying the
+# `dataset_label_std` buffer the loop registers before copying G into G_ema.
+D_CLASS = {'eg3d': 'DualDiscriminator', 'panohead': 'MaskDualDiscriminatorV2', 'spherehead': 'HoloDiscriminator'}
+
+
+def family_discriminator(family: str, seed: int = 3) -> tuple[DualDiscriminator, dict]:
+    """A tiny D of the family's released class and the constructor kwargs its training loop passes."""
+    mask, parsing = {'eg3d': (0, 0), 'panohead': (1, 0), 'spherehead': (1, 20)}[family]
+    cfg = DiscriminatorConfig(c_dim=25, img_resolution=32, mask_channels=mask, parsing_channels=parsing,
+                              channel_base=256, channel_max=32, mapping_layers=8)   # released mapping_kwargs={}: 8
+    torch.manual_seed(seed)
+    D = DualDiscriminator.from_config(cfg).eval().requires_grad_(False)
+    with torch.no_grad():   # biases start at zero: make them matter
+        for name, t in D.state_dict().items():
+            if name.endswith('.bias'):
+                t.copy_(torch.randn_like(t) * 0.1)
+    # train.py: D_kwargs(block_kwargs, mapping_kwargs, epilogue_kwargs, channel_base, channel_max,
+    # disc_c_noise, num_fp16_res, conv_clamp [, seg_*]) + common_kwargs(c_dim, img_resolution, img_channels).
+    kwargs = dict(block_kwargs=EasyDictStandIn(freeze_layers=0), mapping_kwargs=EasyDictStandIn(),
+                  epilogue_kwargs=EasyDictStandIn(mbstd_group_size=4), channel_base=256, channel_max=32,
+                  disc_c_noise=0.0, num_fp16_res=4, conv_clamp=256, c_dim=25, img_resolution=32, img_channels=3)
+    if mask:
+        kwargs.update(seg_resolution=128, seg_channels=1)
+    if parsing:
+        kwargs.update(parsing_resolution=128, parsing_channels=20)
+    return D, kwargs
+
+
+def discriminator_record(D: DualDiscriminator, class_name: str, init_kwargs: dict) -> Persistent:
+    rec = tree(D, {})
+    rec.class_name = class_name
+    rec.state['_init_kwargs'] = dict(init_kwargs)
+    return rec
+
+
+def augment_pipe_record(p: float = 0.3) -> Persistent:
+    """training/augment.py AugmentPipe as an ADA run pickles it: buffers p, Hz_geom, Hz_fbank, float attributes."""
+    g = torch.Generator().manual_seed(0)
+    state = module_state(buffers=[('p', torch.tensor(p)), ('Hz_geom', torch.rand([12, 12], generator=g)),
+                                  ('Hz_fbank', torch.rand([4, 15], generator=g))],
+                         xflip=1.0, rotate90=1.0, xint=1.0, xint_max=0.125, imgfilter_bands=[1, 1, 1, 1])
+    return Persistent('AugmentPipe', state, init_kwargs=dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1))
+
+
+def perturbed(G: Generator, seed: int = 7) -> Generator:
+    """The training G of a snapshot: G_ema's weights moved a little (G_ema is their running average)."""
+    G2 = copy.deepcopy(G)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in G2.state_dict().values():
+            if t.is_floating_point():
+                t.add_(torch.randn(t.shape, generator=g) * 0.01)
+    return G2
+
+
+def write_released(path, G: Generator, family: str, rk: dict, extra: dict, extra_top=None, G_train=None, D=None,
+                   d_class=None, d_kwargs=None, drop=(), label_std=True, augment_p=0.3, g_buffers=()):
+    """A snapshot pickle with G_ema = G, G = G_train (default: G's weights), D (default: the family's)."""
+    if D is None:
+        D, kw = family_discriminator(family)
+        d_kwargs = kw if d_kwargs is None else d_kwargs
+    with released_globals(BY_REFERENCE) as classes:
+        data = {'training_set_kwargs': dict(class_name='training.dataset.ImageFolderDataset', path='data.zip',
+                                            use_labels=True, max_size=1000, xflip=True, resolution=512,
+                                            random_seed=0)}
+        for name, net in (('G', G_train if G_train is not None else G), ('D', D), ('G_ema', G)):
+            if name == 'D':
+                rec = discriminator_record(D, d_class or D_CLASS[family], d_kwargs)
+            else:
+                rec = released_generator_record(net, family, classes, rk, **extra)
+                if label_std:
+                    rec.state['_buffers']['dataset_label_std'] = torch.linspace(0.1, 0.5, 25)
+                rec.state['_buffers'].update(dict(g_buffers))
+            data[name] = rec
+        data['augment_pipe'] = augment_pipe_record(augment_p) if augment_p is not None else None
         data.update(extra_top or {})
+        for k in drop:
+            data.pop(k)
         with open(path, 'wb') as f:
             pickle.dump(data, f)   # default protocol, as the released training loop
     assert 'torch_utils' not in sys.modules and 'training' not in sys.modules
@@ -258,9 +330,11 @@ def released_files(tmp_path_factory):
     for fam in FAMILIES:
         cfg, rk, extra = family_config(fam)
         G = reference_generator(cfg)
+        G_train = perturbed(G)
+        D, _ = family_discriminator(fam)
         path = d / f'{fam}.pkl'
-        write_released(path, G, fam, rk, extra)
-        out[fam] = (path, G, cfg)
+        write_released(path, G, fam, rk, extra, G_train=G_train)
+        out[fam] = (path, G, cfg, G_train, D)
     return out
 
 
@@ -268,7 +342,7 @@ def released_files(tmp_path_factory):
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_values_map_and_config(released_files, family, tmp_path):
-    path, G_ref, cfg = released_files[family]
+    path, G_ref, cfg, *_ = released_files[family]
     cwd = os.getcwd()
     os.chdir(tmp_path)      # the pickled module source would create ./EXECUTED if it ever ran
     try:
@@ -291,7 +365,7 @@ def test_values_map_and_config(released_files, family, tmp_path):
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_images_equal_direct_weights(released_files, family):
-    path, G_ref, _ = released_files[family]
+    path, G_ref, *_ = released_files[family]
     G = load_generator(str(path))
     a, b = render(G), render(G_ref)
     assert a.keys() == b.keys()
@@ -304,7 +378,7 @@ def test_images_equal_direct_weights(released_files, family):
 @pytest.mark.parametrize('family', FAMILIES)
 def test_convert_then_load_renders_identically(released_files, family, tmp_path):
     from spherehead.cli import main
-    path, _, cfg = released_files[family]
+    path, _, cfg, *_ = released_files[family]
     out = tmp_path / f'{family}.safetensors'
     res = CliRunner().invoke(main, ['convert', str(path), str(out)])
     assert res.exit_code == 0, res.output
@@ -356,9 +430,152 @@ def test_which_and_discriminator_state(released_files):
     G = load_released_generator(path, which='G')
     assert G.provenance.endswith('(spherehead G)')
     d = released_state(path, which='D')
-    assert torch.equal(d['b4.fc.weight'], torch.arange(6.).reshape(2, 3))
+    assert torch.equal(d['b4.fc.weight'], released_files['spherehead'][4].state_dict()['b4.fc.weight'])
     with pytest.raises(UserError, match='discriminator'):
         load_released_generator(path, which='D')
+
+
+# ---------------------------------------------------------------------------- snapshots: G, G_ema, D
+
+def d_inputs(D: DualDiscriminator, n: int = 4):
+    """A D input dict (image 32 px, raw / mask / parsing at 16 px) and camera labels, fixed seed."""
+    g = torch.Generator().manual_seed(5)
+    img = {'image': torch.rand([n, 3, 32, 32], generator=g) * 2 - 1,
+           'image_raw': torch.rand([n, 3, 16, 16], generator=g) * 2 - 1,
+           'image_mask': torch.rand([n, 1, 16, 16], generator=g),
+           'image_parsing': torch.softmax(torch.randn([n, 20, 16, 16], generator=g), dim=1)}
+    c = torch.cat([lookat(yaw_deg=40.0 * i, pitch_deg=5) for i in range(n)])
+    return img, c
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_load_released_snapshot(released_files, family, tmp_path):
+    path, G_ema_ref, cfg, G_ref, D_ref = released_files[family]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)      # the pickled module source would create ./EXECUTED if it ever ran
+    try:
+        nets = load_released(path)
+    finally:
+        os.chdir(cwd)
+    assert not (tmp_path / 'EXECUTED').exists()
+    assert nets.family == family and nets.g_config == cfg and nets.G.config == cfg
+    # G and G_ema keep their own weights (they differ in a snapshot).
+    for ours, ref in ((nets.G, G_ref), (nets.G_ema, G_ema_ref)):
+        a, b = ours.state_dict(), ref.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
+    assert not torch.equal(nets.G.state_dict()['decoder.net.0.weight'], nets.G_ema.state_dict()['decoder.net.0.weight'])
+    # Train-ready G and D, inference-ready G_ema.
+    assert nets.G.training and all(p.requires_grad for p in nets.G.parameters())
+    assert not nets.G_ema.training and not any(p.requires_grad for p in nets.G_ema.parameters())
+    assert nets.D.training and all(p.requires_grad for p in nets.D.parameters())
+    # The D: the family's extra inputs, and the same logits as the same weights loaded directly.
+    assert (nets.d_config.mask_channels, nets.d_config.parsing_channels) == \
+        {'eg3d': (0, 0), 'panohead': (1, 0), 'spherehead': (1, 20)}[family]
+    assert nets.d_config == D_ref.config
+    img, c = d_inputs(D_ref)
+    with torch.no_grad():
+        ours, ref = nets.D(img, c), D_ref(img, c)
+    assert ours.shape == (4, 1) and torch.equal(ours, ref)
+    # Only the training-only tensors were skipped, and they are named.
+    assert nets.ignored == ['G_ema.dataset_label_std', 'G.dataset_label_std',
+                            'augment_pipe.p', 'augment_pipe.Hz_geom', 'augment_pipe.Hz_fbank']
+    assert nets.augment_p == pytest.approx(0.3) and nets.notes == []
+    line = nets.summary()
+    assert '\n' not in line and 'G_ema.dataset_label_std' in line and family in line
+
+
+@pytest.fixture(scope='module')
+def sphere_G():
+    cfg, rk, extra = family_config('spherehead')
+    return reference_generator(cfg), cfg, rk, extra
+
+
+def test_d_logits_follow_the_weights(sphere_G, tmp_path):
+    """A values-level check that would catch a swapped or skipped tensor: changing one released D
+    weight changes our logits, by the same amount as in the directly loaded D."""
+    G, cfg, rk, extra = sphere_G
+    D, kw = family_discriminator('spherehead')
+    D2 = copy.deepcopy(D)
+    with torch.no_grad():
+        D2.b4.out.weight.mul_(-1)
+        D2.mapping.embed.bias.add_(0.5)
+    write_released(tmp_path / 's.pkl', G, 'spherehead', rk, extra, D=D2, d_kwargs=kw)
+    ours = load_released(tmp_path / 's.pkl').D
+    img, c = d_inputs(D)
+    with torch.no_grad():
+        assert torch.equal(ours(img, c), D2(img, c))
+        assert not torch.allclose(ours(img, c), D(img, c))
+
+
+def test_progress_entries_and_missing_networks(tmp_path):
+    """Progress-like entries (counters as tensors / numbers) load as data; no D -> None; no G -> a
+    copy of G_ema (said in notes); no augment pipe -> augment_p None."""
+    cfg, rk, extra = family_config('panohead')
+    G = reference_generator(cfg)
+    progress = {'cur_nimg': torch.LongTensor([25000000]), 'cur_tick': torch.LongTensor([6250]), 'best_fid': 5.6,
+                'kimg': np.float64(25000.0)}
+    p = tmp_path / 'p.pkl'
+    write_released(p, G, 'panohead', rk, extra, extra_top={'progress': progress}, drop=('D', 'G'), augment_p=None)
+    assert read_network_pickle(p)['progress']['cur_nimg'].item() == 25000000
+    nets = load_released(p)
+    assert nets.D is None and nets.d_config is None and nets.augment_p is None
+    assert nets.notes == ['G copied from G_ema (the pickle has no G)']
+    assert nets.ignored == ['G_ema.dataset_label_std']
+    assert nets.G is not nets.G_ema and nets.G.training and not nets.G_ema.training
+    a, b = nets.G.state_dict(), G.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_training_only_tensors_in_generator_loading_and_convert(released_files, tmp_path):
+    from spherehead.cli import main
+    path = released_files['eg3d'][0]
+    assert load_released_generator(path).released_ignored == ['dataset_label_std']
+    res = CliRunner().invoke(main, ['convert', str(path), str(tmp_path / 'e.safetensors'), '--verbose'])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 2 and 'dataset_label_std' in lines[1]
+    res = CliRunner().invoke(main, ['convert', str(path), str(tmp_path / 'f.safetensors')])
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_unknown_tensor_still_refused(sphere_G, tmp_path):
+    G, cfg, rk, extra = sphere_G
+    p = tmp_path / 'odd.pkl'
+    write_released(p, G, 'spherehead', rk, extra, g_buffers=[('mystery_stat', torch.zeros(3))])
+    msg = _expect_refusal(p, 'unmapped', tmp_path)
+    assert 'mystery_stat' in msg and 'dataset_label_std' not in msg
+    with pytest.raises(UserError, match='mystery_stat'):
+        load_released(p)
+
+
+@pytest.mark.parametrize('d_class, change, match', [
+    ('MaskDualDiscriminator', {}, 'separate sb'),                         # PanoHead V1: mask in its own blocks
+    ('SingleDiscriminator', {}, 'cannot map D'),
+    ('HoloDiscriminator', {'mapping_kwargs': {'lr_multiplier': 1.0}}, 'lr_multiplier'),
+    ('HoloDiscriminator', {'block_kwargs': {'activation': 'relu'}}, 'activation'),
+    ('HoloDiscriminator', {'sr_upsample_factor': 2}, 'sr_upsample_factor'),
+])
+def test_unmappable_discriminator_refused(sphere_G, tmp_path, d_class, change, match):
+    G, cfg, rk, extra = sphere_G
+    D, kw = family_discriminator('spherehead')
+    p = tmp_path / 'd.pkl'
+    write_released(p, G, 'spherehead', rk, extra, D=D, d_kwargs={**kw, **change}, d_class=d_class)
+    with pytest.raises(UserError, match=match) as e:
+        load_released(p)
+    assert '\n' not in str(e.value) and str(p) in str(e.value)
+    assert load_generator(str(p)).config == cfg      # the generator alone still loads
+
+
+def test_discriminator_with_other_weights_refused(sphere_G, tmp_path):
+    """A D whose tensors do not fit the config its arguments give (here: no parsing input) is refused."""
+    G, cfg, rk, extra = sphere_G
+    D, kw = family_discriminator('spherehead')
+    p = tmp_path / 'd.pkl'
+    kw = {k: v for k, v in kw.items() if not k.startswith('parsing_')}
+    write_released(p, G, 'spherehead', rk, extra, D=D, d_kwargs=kw, d_class='MaskDualDiscriminatorV2')
+    with pytest.raises(UserError, match='another shape') as e:
+        load_released(p)
+    assert 'b32.fromrgb.weight' in str(e.value) and '\n' not in str(e.value)
 
 
 # ---------------------------------------------------------------------------- refusals

@@ -13,7 +13,8 @@ from spherehead.errors import UserError
 @click.argument('dest', type=click.Path(dir_okay=False))
 @click.option('--which', type=click.Choice(['G_ema', 'G']), default='G_ema', show_default=True,
               help='which generator of a released pickle')
-def convert(source: str, dest: str, which: str) -> None:
+@click.option('--verbose', '-v', is_flag=True, help='also print the training-only tensors that were skipped')
+def convert(source: str, dest: str, which: str, verbose: bool) -> None:
     """Convert SOURCE (a released EG3D / PanoHead / SphereHead .pkl, read without running its code)
     to DEST, a .safetensors network of ours."""
     from spherehead.checkpoint import load_generator, save_generator
@@ -33,3 +34,7 @@ def convert(source: str, dest: str, which: str) -> None:
     cfg = G.config
     click.echo(f'{dest}: {getattr(G, "released_family", "spherehead")} {cfg.representation} generator, '
                f'{cfg.img_resolution}px, {sum(t.numel() for t in G.state_dict().values())} weights, from {source}')
+    if verbose:
+        ignored = getattr(G, 'released_ignored', [])
+        click.echo(f'{source}: ignored {len(ignored)} training-only tensors'
+                   + (f': {", ".join(ignored)}' if ignored else ''))
