@@ -449,7 +449,10 @@ class ReleasedDiscriminator:
 
 
 def _d_part(kw: dict, part: str, path: Path) -> dict:
-    opts = dict(kw.get(part) or {})
+    opts = kw.get(part) or {}
+    if not isinstance(opts, dict):
+        raise UserError(f'{path}: D with {part} a {type(opts).__name__}, not a dict of options')
+    opts = dict(opts)
     for key, value in opts.items():
         if key in _D_PART_FREE[part]:
             continue

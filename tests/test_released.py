@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
-import copyreg
 import os
 import pickle
 import sys
@@ -24,7 +23,7 @@ from click.testing import CliRunner
 
 from spherehead.camera import lookat
 from spherehead.checkpoint import load_generator
-from spherehead.config import DiscriminatorConfig, GeneratorConfig, RenderingConfig, preset
+from spherehead.config import DiscriminatorConfig, GeneratorConfig, preset
 from spherehead.errors import UserError
 from spherehead.networks.discriminator import DualDiscriminator
 from spherehead.networks.generator import Generator
