@@ -17,6 +17,24 @@ def main() -> None:
     1 = failed."""
 
 
+@main.command('view', add_help_option=False, context_settings={'ignore_unknown_options': True})
+@click.argument('args', nargs=-1, type=click.UNPROCESSED)
+def view(args: tuple[str, ...]) -> None:
+    """The live visualizer: view [NETWORK|RUN_FOLDER] [OPTIONS] (view --help for its options)."""
+    # The GUI is the top-level `viz` package, imported only when this command runs, so `spherehead --help`
+    # loads no GUI package and the library never depends on it.
+    import importlib
+    try:
+        gui = importlib.import_module('viz.cli')
+    except ModuleNotFoundError as e:
+        if e.name not in ('viz', 'viz.cli'):
+            raise
+        from spherehead.errors import UserError
+        raise UserError(f'the visualizer is not installed ({e}); reinstall with `pip install -e .[gui]` '
+                        'in the checkout') from None
+    gui.main.main(args=list(args), prog_name='spherehead view')
+
+
 def _register() -> None:
     from spherehead.tools.generate import generate
     main.add_command(generate)
@@ -26,6 +44,7 @@ def _register() -> None:
     from spherehead.tools.video import video; main.add_command(video)
     from spherehead.tools.interpolate import interpolate; main.add_command(interpolate)
     from spherehead.tools.mesh import mesh; main.add_command(mesh)
+    from spherehead.metrics.commands import metrics; main.add_command(metrics)
 
 
 _register()

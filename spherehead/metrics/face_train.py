@@ -1,0 +1,135 @@
+"""Train the face-visible classifier of ``ff_rate`` on synthetic heads and validate it.
+
+    python -m spherehead.metrics.face_train --out spherehead/assets/face_classifier.safetensors
+
+Training images: ``count`` synthetic heads (dataset seed ``seed``, uniform yaw over 360
+degrees, the synthetic pitch spread) at 64 x 64 with 2 x 2 anti-aliasing, labelled by
+``spherehead.metrics.face.face_visible`` from their parsing maps. Augmentation: horizontal
+flips, shifts of up to 4 pixels, brightness / contrast / colour jitter, blur, noise (the
+generator's images are softer and noisier than the ray-cast ones). Validation uses heads of
+another dataset seed that training never saw; the figures it prints are the ones in
+docs/metrics.md.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spherehead.metrics.face import INPUT_SIZE, FaceClassifier, face_probability, face_visible, save_classifier
+
+BACK_YAWS = (150.0, 180.0, 210.0)     # the ff_rate protocol (spherehead.metrics.ff_rate)
+FRONT_YAWS = (-30.0, 0.0, 30.0)
+
+
+def render_set(seed: int, count: int, yaw_pitch=None, progress: bool = True):
+    """(uint8 images [N, 3, 64, 64], bool labels [N], yaw [N]) of synthetic heads ``0..count-1`` of dataset ``seed``."""
+    from tqdm import tqdm
+
+    from spherehead.data.synth import synth_sample
+    images, labels, yaws = [], [], []
+    for i in tqdm(range(count), desc=f'render seed {seed}', disable=not progress, leave=False):
+        img, _mask, parsing, _label, yaw, _pitch = synth_sample(seed, i, INPUT_SIZE, 0.0, 2, yaw_pitch=yaw_pitch)
+        images.append(img.transpose(2, 0, 1))
+        labels.append(face_visible(parsing))
+        yaws.append(yaw)
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels), np.array(yaws, np.float32)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """x [N, 3, 64, 64] in [-1, 1] -> jittered copy (label-preserving)."""
+    n = x.shape[0]
+    u = lambda *shape: torch.rand(*shape, generator=gen)
+    flip = u(n) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    dx, dy = (torch.randint(-4, 5, (2,), generator=gen)).tolist()
+    x = torch.roll(x, (dy, dx), (2, 3))
+    contrast = 0.6 + 0.8 * u(n, 1, 1, 1)
+    bright = 0.4 * (u(n, 1, 1, 1) - 0.5)
+    colour = 0.2 * (u(n, 3, 1, 1) - 0.5)
+    x = x * contrast + bright + colour
+    if u(1).item() < 0.5:   # soften the whole batch (generated images are smoother)
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k = (k[:, None] * k[None]) / 16
+        x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode='replicate'), k.expand(3, 1, 3, 3).contiguous(), groups=3)
+    x = x + 0.05 * u(1).item() * torch.randn(x.shape, generator=gen)
+    return x.clamp(-1, 1)
+
+
+def train(images: torch.Tensor, labels: torch.Tensor, steps: int, batch: int = 64, lr: float = 2e-3,
+          seed: int = 0, progress: bool = True) -> FaceClassifier:
+    from tqdm import tqdm
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = FaceClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    x_all = images.float() / 127.5 - 1
+    y_all = labels.float()
+    bar = tqdm(range(steps), desc='train', disable=not progress, leave=False)
+    for _ in bar:
+        idx = torch.randint(len(x_all), (batch,), generator=gen)
+        logits = model(augment(x_all[idx], gen))
+        loss = F.binary_cross_entropy_with_logits(logits, y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f'{loss.item():.3f}')
+    return model.eval().requires_grad_(False)
+
+
+def protocol_rate(model: FaceClassifier, seed: int, heads: int, yaws, progress: bool = True) -> float:
+    """Fraction of ``heads`` synthetic heads for which any of the views at ``yaws`` (pitch 0) is called a face."""
+    hit = torch.zeros(heads, dtype=torch.bool)
+    for yaw in yaws:
+        images, _labels, _ = render_set(seed, heads, yaw_pitch=(yaw, 0.0), progress=progress)
+        hit |= face_probability(model, images) > 0.5
+    return float(hit.float().mean())
+
+
+def validate(model: FaceClassifier, seed: int, count: int, heads: int, progress: bool = True) -> dict:
+    images, labels, yaw = render_set(seed, count, progress=progress)
+    pred = face_probability(model, images) > 0.5
+    ayaw = np.abs(yaw)
+    out = {'val_seed': seed, 'val_count': count, 'accuracy': float((pred == labels).float().mean())}
+    for name, lo, hi in (('yaw_0_30', 0, 30), ('yaw_30_60', 30, 60), ('yaw_60_90', 60, 90),
+                         ('yaw_90_120', 90, 120), ('yaw_120_150', 120, 150), ('yaw_150_180', 150, 180.01)):
+        sel = torch.from_numpy((ayaw >= lo) & (ayaw < hi))
+        out[f'face_rate_{name}'] = float(pred[sel].float().mean()) if sel.any() else None
+        out[f'truth_rate_{name}'] = float(labels[sel].float().mean()) if sel.any() else None
+        out[f'n_{name}'] = int(sel.sum())
+    out['protocol_heads'] = heads
+    out['ff_rate_back_views'] = protocol_rate(model, seed, heads, BACK_YAWS, progress)
+    out['face_rate_front_views'] = protocol_rate(model, seed, heads, FRONT_YAWS, progress)
+    return out
+
+
+@click.command()
+@click.option('--out', required=True, type=click.Path(dir_okay=False), help='Output .safetensors.')
+@click.option('--count', default=12000, show_default=True, help='Training images.')
+@click.option('--seed', default=1000, show_default=True, help='Synthetic dataset seed of the training images.')
+@click.option('--steps', default=3000, show_default=True, help='Optimiser steps (batch 64).')
+@click.option('--val-seed', default=2000, show_default=True, help='Synthetic dataset seed of the validation images.')
+@click.option('--val-count', default=2000, show_default=True, help='Validation images (random views).')
+@click.option('--val-heads', default=500, show_default=True, help='Heads for the front / back view protocol rates.')
+def main(out, count, seed, steps, val_seed, val_count, val_heads):
+    """Train, validate and save the face-visible classifier."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    images, labels, _ = render_set(seed, count)
+    model = train(images, labels, steps)
+    info = {'train_seed': seed, 'train_count': count, 'train_positive_rate': float(labels.float().mean()),
+            'steps': steps, 'batch': 64}
+    info.update(validate(model, val_seed, val_count, val_heads))
+    info['seconds'] = round(time.perf_counter() - start, 1)
+    save_classifier(model, out, info)
+    click.echo(json.dumps(info, indent=1))
+
+
+if __name__ == '__main__':
+    main()
