@@ -33,6 +33,32 @@ def text_with_background(draw_list, pos: tuple[float, float], text: str,
     draw_list.add_text(imgui.ImVec2(x, y), rgb_u32(color), text)
 
 
+def wrap_lines(text: str, width: float) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a longer word gets a line of its own)."""
+    lines: list[str] = []
+    for paragraph in text.split('\n'):
+        line = ''
+        for word in paragraph.split(' '):
+            candidate = f'{line} {word}' if line else word
+            if line and imgui.calc_text_size(candidate).x > width:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+    return lines
+
+
+def wrapped_text_with_background(draw_list, pos: tuple[float, float], text: str, width: float,
+                                 color=(1.0, 1.0, 1.0), background=(0.0, 0.0, 0.0), alpha: float = 0.6) -> float:
+    """``text_with_background`` wrapped to ``width`` pixels; returns the height used (pixels)."""
+    line = imgui.get_text_line_height_with_spacing()
+    lines = wrap_lines(text, max(width, 20.0))
+    for i, part in enumerate(lines):
+        text_with_background(draw_list, (pos[0], pos[1] + i * line), part, color, background, alpha)
+    return len(lines) * line
+
+
 def color_bar(draw_list, x: float, y: float, width: float, height: float, colors: np.ndarray,
               top_label: str, bottom_label: str, title: str = '') -> None:
     """Vertical colour bar: ``colors`` [K, 3] uint8 from bottom (index 0) to top, labelled at both ends."""

@@ -8,6 +8,10 @@ Typical frame::
     win.render()             # clear + draw ImGui into the back buffer
     pixels = win.read_pixels()   # optional: what is about to be shown
     win.end_frame()          # swap buffers (+ frame limiter)
+
+Between frames an application that has nothing new to show calls ``wait_events(timeout)``:
+the thread sleeps until input arrives, another thread calls ``wake()`` or the timeout
+passes, and the return value says how many input events came (so it knows whether to draw).
 """
 from __future__ import annotations
 
@@ -79,15 +83,53 @@ class Window:
 
         self.fps_limit = float(fps_limit)
         self.dropped_paths: list[str] = []
+        self._input_events = 0
+        self._count_input_events()
         glfw.set_drop_callback(handle, self._on_drop)
         self.frame_index = 0
         self.frame_time = 0.0          # seconds between the last two frames
-        self._last_frame = time.perf_counter()
+        self.draw_time = 0.0           # seconds the last frame took to draw, without the frame-rate cap's sleep
+        self._frame_start = self._last_frame = time.perf_counter()
         self._closed = False
 
     # ---- events -------------------------------------------------------------------------------
+    def _count_input_events(self) -> None:
+        """Count every event that can change what the window should show: input (chained in front of
+        the ImGui backend's own callbacks), resizing, focus, exposure (refresh)."""
+        def counting(setter):
+            previous = None
+
+            def callback(*args):
+                self._input_events += 1
+                if previous is not None:
+                    previous(*args)
+            previous = setter(self.handle, callback)
+        for setter in (glfw.set_key_callback, glfw.set_char_callback, glfw.set_cursor_pos_callback,
+                       glfw.set_mouse_button_callback, glfw.set_scroll_callback, glfw.set_window_size_callback,
+                       glfw.set_framebuffer_size_callback, glfw.set_window_focus_callback,
+                       glfw.set_cursor_enter_callback, glfw.set_window_refresh_callback,
+                       glfw.set_window_iconify_callback):
+            counting(setter)
+
     def _on_drop(self, _window, paths) -> None:
+        self._input_events += 1
         self.dropped_paths.extend(str(p) for p in paths)
+
+    def take_input_events(self) -> int:
+        """How many input / window events arrived since the last call."""
+        n, self._input_events = self._input_events, 0
+        return n
+
+    def wait_events(self, timeout: float) -> int:
+        """Sleep until an event arrives, ``wake()`` is called or ``timeout`` seconds pass
+        (no CPU is used meanwhile). Returns the number of input events that arrived."""
+        glfw.wait_events_timeout(max(float(timeout), 0.0))
+        return self.take_input_events()
+
+    def wake(self) -> None:
+        """End a ``wait_events`` of the GUI thread; callable from any thread."""
+        if not self._closed:
+            glfw.post_empty_event()
 
     def take_dropped_paths(self) -> list[str]:
         paths, self.dropped_paths = self.dropped_paths, []
@@ -114,6 +156,7 @@ class Window:
 
     # ---- frame ---------------------------------------------------------------------------------
     def begin_frame(self) -> None:
+        self._frame_start = time.perf_counter()
         glfw.poll_events()
         self.renderer.process_inputs()
         self._imgui.new_frame()
@@ -140,6 +183,7 @@ class Window:
     def end_frame(self) -> None:
         """Swap buffers and hold the frame rate at ``fps_limit``."""
         glfw.swap_buffers(self.handle)
+        self.draw_time = time.perf_counter() - self._frame_start
         if self.fps_limit > 0:
             target = 1.0 / self.fps_limit
             spare = target - (time.perf_counter() - self._last_frame)

@@ -1,8 +1,11 @@
 """Visualizer without a window: widget state -> render arguments, the renderer and its caches,
-the worker dropping stale requests, and the one-line error when there is no display."""
+a failed network load keeping the previous network, following a training run folder, the
+turntable never claiming a file it did not write, the worker dropping stale requests, and
+the command line (one-line errors, --version, `spherehead view` installed, no display)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -86,15 +89,39 @@ def test_network_widget_and_save_load_w(tmp_path):
     net = viz.network
     f = tmp_path / 'g.safetensors'
     f.write_bytes(b'')
-    net.load(str(tmp_path))                 # a folder opens in the browser
+    net.load(str(tmp_path))                 # a folder without snapshots opens in the browser
     assert net.browse_dir == str(tmp_path) and ('g.safetensors', False) in net.entries()
+    assert 'no network-snapshot' in net.error_text() and viz.build_args().network == 'demo'
     net.load(str(f))
-    assert viz.build_args().network == str(f) and net.recent[0] == str(f)
+    assert viz.build_args().network == str(f) and not net.error
+    net.loaded(str(f))                      # the worker reports it: only then it is current and remembered
+    assert net.current == str(f) and net.recent[0] == str(f)
     w = np.random.RandomState(0).randn(6, 32).astype(np.float32)
     path = str(tmp_path / 'w.npy')
     assert 'saved' in viz.latent.save_w(w, path)
     viz.latent.load_w(path)
     assert viz.build_args().w_path == path
+
+
+def test_network_widget_failed_load_keeps_previous():
+    viz = Visualizer('random:tiny', open_window=False)
+    net = viz.network
+    net.loaded('random:tiny')
+    net.load('nope.safetensors')
+    assert viz.build_args().network == 'nope.safetensors' and net.loading
+    net.load_failed('nope.safetensors', 'nope.safetensors: no such file; give a .safetensors or .pkl network')
+    # the request goes back to the network on screen; the panel says what failed, why, what to do and what stays
+    assert viz.build_args().network == 'random:tiny' and not net.loading and net.reveal
+    text = net.error_text()
+    assert text == ('Could not load nope.safetensors: no such file; give a .safetensors or .pkl network. '
+                    'Still showing random:tiny.')
+    assert net.edit == 'nope.safetensors'   # left in the field to be corrected
+    net.load('random:demo')                 # a newer request: a late failure of an older one changes nothing
+    net.load_failed('nope.safetensors', 'late')
+    assert viz.build_args().network == 'random:demo' and not net.error
+    fresh = Visualizer('missing.pkl', open_window=False).network    # nothing loaded before
+    fresh.load_failed('missing.pkl', 'missing.pkl: no such file')
+    assert fresh.network == 'missing.pkl' and 'Nothing is loaded' in fresh.error_text()
 
 
 def test_planes_key_ignores_camera_and_view_options():
@@ -140,13 +167,96 @@ def test_renderer_side_by_side_and_inspection(renderer):
 
 
 def test_renderer_reports_errors_instead_of_raising(renderer, tmp_path):
-    r = renderer.render(RenderArgs(network=str(tmp_path / 'missing.safetensors')))
-    assert r.image is None and r.error and '\n' not in r.error
+    r = Renderer('cpu').render(RenderArgs(network=str(tmp_path / 'missing.safetensors')))
+    assert r.image is None and r.error and '\n' not in r.error and 'missing.safetensors' in r.load_error
     bad_w = tmp_path / 'w.npy'
     np.save(bad_w, np.zeros((3, 7), np.float32))
     r = renderer.render(RenderArgs(network='random:tiny', w_path=str(bad_w)))
     assert r.error and 'does not fit' in r.error
     assert renderer.render(RenderArgs(network='random:tiny')).error is None   # recovers
+
+
+def test_failed_load_keeps_the_previous_network_and_is_not_retried(tmp_path):
+    import spherehead as sh
+    calls = []
+
+    def counting_loader(source, device='cpu'):
+        calls.append(source)
+        return sh.load_generator(source, device=device)
+    r = Renderer('cpu', load_generator=counting_loader)
+    good = r.render(RenderArgs(network='random:tiny', seed=1))
+    text_file = tmp_path / 'notes.safetensors'
+    text_file.write_text('hello')
+    for bad in (str(tmp_path / 'missing.safetensors'), str(text_file)):
+        res = r.render(RenderArgs(network=bad, seed=1))
+        assert res.failed_network == bad and res.load_error and '\n' not in res.load_error
+        assert res.error is None and res.image is not None          # rendered with the previous network
+        assert res.args.network == 'random:tiny' and res.network_info['source'] == 'random:tiny'
+        assert np.array_equal(res.image, good.image)
+        n = len(calls)
+        again = r.render(RenderArgs(network=bad, seed=2))           # same unchanged file: no second attempt
+        assert len(calls) == n and again.load_error == res.load_error and again.image is not None
+    sh.save_generator(sh.load_generator('random:tiny@5'), text_file)    # the file is fixed: tried again
+    fixed = r.render(RenderArgs(network=str(text_file), seed=1))
+    assert fixed.load_error is None and fixed.network_info['source'] == str(text_file)
+    assert not np.array_equal(fixed.image, good.image)
+
+
+# ---------------------------------------------------------------------- following a training run
+def _snapshot(run_dir: Path, kimg: int, seed: int) -> Path:
+    import spherehead as sh
+    path = run_dir / f'network-snapshot-{kimg:06d}.safetensors'
+    sh.save_generator(sh.load_generator(f'random:tiny@{seed}'), path)
+    return path
+
+
+def test_newest_snapshot(tmp_path):
+    from spherehead.checkpoint import newest_snapshot
+    from spherehead.errors import UserError
+    assert newest_snapshot(tmp_path) is None
+    for name in ('network-snapshot-000004.safetensors', 'network-snapshot-000120.safetensors',
+                 'network-snapshot-000999.safetensors.tmp', 'network-snapshot-latest.safetensors',
+                 'network-snapshot-000500.pkl', 'training-state-000800.pt'):
+        (tmp_path / name).write_bytes(b'')
+    (tmp_path / 'network-snapshot-000700.safetensors').mkdir()
+    assert newest_snapshot(tmp_path) == tmp_path / 'network-snapshot-000120.safetensors'
+    with pytest.raises(UserError, match='not a folder'):
+        newest_snapshot(tmp_path / 'network-snapshot-000004.safetensors')
+
+
+def test_network_widget_follows_a_run(tmp_path):
+    run = tmp_path / '00003-tiny'
+    run.mkdir()
+    t = time.monotonic()                             # the widget looks at once, then every follow_interval s
+    viz = Visualizer(str(run), open_window=False)
+    net = viz.network
+    assert net.follow_dir == str(run) and net.network == '' and 'no network-snapshot' in net.follow_status
+    first = _snapshot(run, 0, seed=1)
+    assert not net.poll_run(now=t + 0.5)                 # not due yet
+    assert net.poll_run(now=t + 10) and viz.build_args().network == str(first)
+    net.loaded(str(first))
+    (run / 'network-snapshot-000008.safetensors.tmp').write_bytes(b'half written')
+    assert not net.poll_run(now=t + 20)                # a snapshot being written is not taken
+    newer = _snapshot(run, 4, seed=2)
+    assert net.poll_run(now=t + 30) and viz.build_args().network == str(newer)
+    net.load_failed(str(newer), 'damaged')           # a newer snapshot that fails: the older one stays, no retry
+    assert viz.build_args().network == str(first) and not net.poll_run(now=t + 40)
+    net.load('random:tiny')                          # loading a network stops following
+    assert net.follow_dir is None and viz.build_args().network == 'random:tiny'
+
+
+# ---------------------------------------------------------------------- capture
+def test_turntable_without_frames_writes_no_file(tmp_path):
+    viz = Visualizer('random:tiny', open_window=False)
+    cap = viz.capture
+    cap.outdir = str(tmp_path)
+    cap.start_recording()
+    viz.args = viz.build_args()
+    viz.result = RenderResult(args=viz.args, error='cannot load x.safetensors: no such file')
+    cap.tick(0.1)
+    assert not cap.recording
+    assert cap.message.startswith('no video written') and 'cannot load x.safetensors' in cap.message
+    assert 'wrote' not in cap.message and list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------- worker
@@ -204,3 +314,62 @@ def test_no_display_is_one_line_and_non_zero(env, tmp_path):
     assert 'Traceback' not in p.stderr
     assert 'DISPLAY' in lines[0] and 'xvfb-run' in lines[0] and 'spherehead generate' in lines[0]
     assert not (tmp_path / 'x.png').exists()
+
+
+# ---------------------------------------------------------------------- command line
+def _cli(args, **env):
+    from click.testing import CliRunner
+
+    from viz.cli import main
+    return CliRunner(env=env or None).invoke(main, args, prog_name='visualizer.py')
+
+
+BAD_ARGUMENTS = [
+    (['random:tiny', '--snapshot', 'out'], 'does not end in .png'),
+    (['random:tiny', '--snapshot', '{tmp}'], 'is a folder'),
+    (['--seed', '-1'], '--seed'), (['--seed', 'a'], '--seed'),
+    (['--yaw', 'nan'], 'not a finite number'), (['--pitch', '100'], 'out of range'),
+    (['--window-size', '10x10'], 'out of range'), (['--window-size', 'big'], 'WIDTHxHEIGHT'),
+    (['--fps', '-1'], 'out of range'), (['--device', 'gpu'], 'not a device'),
+    (['--render', 'normals'], '--render'), (['--benchmark', '0'], 'out of range'),
+    (['{tmp}/missing.safetensors'], 'no such file'), (['{tmp}/notes.txt'], 'unknown network file type'),
+    (['random:huge'], 'unknown preset'), (['--snapshot', 'a.png', '--benchmark', '3'], 'exclude each other'),
+]
+
+
+@pytest.mark.parametrize('args,expect', BAD_ARGUMENTS, ids=[' '.join(a) for a, _ in BAD_ARGUMENTS])
+def test_bad_arguments_one_line_exit_2(args, expect, tmp_path):
+    (tmp_path / 'notes.txt').write_text('hello')
+    r = _cli([a.replace('{tmp}', str(tmp_path)) for a in args])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, (r.exit_code, r.output)
+    assert expect in lines[0] and 'Traceback' not in r.output
+
+
+def test_failures_one_line_exit_1(tmp_path):
+    run = tmp_path / 'run'
+    run.mkdir()
+    r = _cli([str(run), '--snapshot', str(tmp_path / 'x.png')])     # a run without snapshots yet
+    assert r.exit_code == 1 and 'no network-snapshot' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    if sys.platform.startswith('linux'):
+        r = _cli(['random:tiny'], DISPLAY=None, WAYLAND_DISPLAY=None)
+        assert r.exit_code == 1 and 'no display' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / 'x.png').exists()
+
+
+def test_version_and_spherehead_view_installed_without_gui_imports_at_help(tmp_path):
+    assert _cli(['--version']).output.strip() == 'SphereHead visualizer 0.1.0'
+    # Outside the checkout (so `viz` must come from the installed package) and in a fresh interpreter
+    # (so we see what `spherehead --help` imports).
+    code = ('import sys\nfrom spherehead.cli import main\n'
+            "try:\n    main(['--help'], prog_name='spherehead')\nexcept SystemExit:\n    pass\n"
+            "print('GUI modules:', sorted(m for m in ('imgui_bundle', 'glfw', 'OpenGL', 'viz', 'gui_utils') "
+            "if m in sys.modules))\n"
+            "main(['view', '--version'], prog_name='spherehead')\n")
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    p = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r'^\s+view\s+The live visualizer', p.stdout, re.M), p.stdout
+    assert 'GUI modules: []' in p.stdout
+    assert p.stdout.strip().endswith('SphereHead visualizer 0.1.0')

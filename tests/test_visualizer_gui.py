@@ -1,5 +1,7 @@
 """Real windows under Xvfb + Mesa (software OpenGL): snapshots of every render type and sphere
-mode, read back from the framebuffer, plus the `--snapshot` command line.
+mode, read back from the framebuffer; a bad network that leaves the previous one rendering
+and says why in the Network panel; following a training run folder; no redraw while idle;
+plus the `--snapshot` command line.
 
 One Xvfb serves the whole session. Without Xvfb these tests skip, unless
 SPHEREHEAD_REQUIRE_GUI=1 (set by .ci/run), where they fail.
@@ -152,13 +154,105 @@ def test_texture_is_updated_in_place(viz):
     assert tex.gl_id == gl_id and tex.uploads > uploads
 
 
-def test_render_error_shows_in_the_window(viz, tmp_path):
-    viz.network.load(str(tmp_path / 'missing.safetensors'))
-    err, _ = viz.snapshot(None, timeout=60)
-    assert err and 'missing.safetensors' in err and '\n' not in err
-    assert viz.result.error and viz.window is not None       # still alive
+ERROR_RGB = np.array([255, 115, 115])       # the Network panel's error text colour (viz.network_widget.ERROR_RGBA)
+
+
+def _error_text_rows(frame, panel_w):
+    """Rows and columns of the window where error-coloured text is drawn inside the panel."""
+    near = np.abs(frame.astype(np.int16) - ERROR_RGB).max(axis=2) < 40
+    ys, xs = np.nonzero(near[:, :int(panel_w)])
+    return ys, xs, int(near[:, int(panel_w):].sum())
+
+
+def _frames_until(viz, condition, timeout=60.0):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, 'timed out'
+        viz.frame()
+    _frames(viz, 3)
+
+
+def test_bad_network_keeps_the_previous_one_and_says_why_in_the_panel(viz, tmp_path):
+    import spherehead as sh
+    viz.network.open = True
+    _, before = snap(viz, seed=1)
+    text_file = tmp_path / 'notes.safetensors'
+    text_file.write_text('just some text')
+    for bad in (str(tmp_path / 'missing.safetensors'), str(text_file)):
+        viz.network.load(bad)
+        _frames_until(viz, lambda: viz.network.error)
+        net = viz.network
+        assert net.failed == bad and net.network == net.current == 'random:tiny'
+        assert viz.network_info['source'] == 'random:tiny' and viz.result.error is None
+        text = net.error_text()
+        assert text.startswith(f'Could not load {bad}: ') and text.endswith('Still showing random:tiny.')
+        # The panel shows it in red, wrapped inside the panel (several lines, nothing past its edge).
+        viz.request_window_capture('')
+        viz.frame()
+        panel_w = float(min(max(0.34 * SIZE[0], 300), 440))
+        ys, xs, outside = _error_text_rows(viz.last_capture, panel_w)
+        assert len(ys) > 50 and ys.max() - ys.min() > 2 * 15, 'no wrapped red error text in the panel'
+        assert xs.max() < panel_w - 4
+        # The previous network keeps rendering: a new seed renders, no error.
+        _, after = snap(viz, seed=2)
+        assert viz.shown.args.network == 'random:tiny' and viz.result.error is None and differ(before, after)
+        assert 'could not load' in viz.network.status_line()
+    good = tmp_path / 'good.safetensors'
+    sh.save_generator(sh.load_generator('random:tiny@7'), good)
+    viz.network.load(str(good))
+    _, loaded = snap(viz, seed=2)
+    assert viz.network_info['source'] == str(good) and not viz.network.error and differ(loaded, after)
     viz.network.load('random:tiny')
-    assert viz.snapshot(None, timeout=60)[0] is None
+    snap(viz)
+
+
+def test_follows_a_training_run(viz, tmp_path):
+    import spherehead as sh
+    run = tmp_path / '00003-run'
+    run.mkdir()
+    first = run / 'network-snapshot-000000.safetensors'
+    sh.save_generator(sh.load_generator('random:tiny@3'), first)
+    viz.network.load(str(run))
+    viz.network.follow_interval = 0.2
+    _, old = snap(viz, seed=0)
+    assert viz.network_info['source'] == str(first) and viz.network.follow_dir == str(run)
+    (run / 'network-snapshot-000012.safetensors.tmp').write_bytes(b'being written')
+    newer = run / 'network-snapshot-000004.safetensors'
+    sh.save_generator(sh.load_generator('random:tiny@4'), newer)
+    deadline = time.time() + 60
+    while not (viz.shown.args.network == str(newer) and not viz.worker.busy):
+        assert time.time() < deadline, 'the newer snapshot was not picked up'
+        viz.step(max_wait=0.1)                         # the real loop: the poll happens even without redraws
+    _, new = snap(viz, seed=0)
+    assert viz.network_info['source'] == str(newer) and differ(old, new)
+    viz.network.load('random:tiny')
+    assert viz.network.follow_dir is None
+    snap(viz)
+
+
+def test_idle_window_is_not_redrawn(viz):
+    import glfw
+    snap(viz)
+    deadline = time.time() + 10
+    while viz.step(max_wait=0.05):                     # finish the frames owed to the last input / render
+        assert time.time() < deadline
+    f0, cpu0, t0 = viz.window.frame_index, time.process_time(), time.perf_counter()
+    while time.perf_counter() - t0 < 1.0:
+        assert not viz.step(max_wait=0.2)
+    assert viz.window.frame_index == f0 and viz.performance.frames_in_last(0.9) == 0
+    assert time.process_time() - cpu0 < 0.25, 'idle, the process should sleep'
+    glfw.set_window_size(viz.window.handle, SIZE[0] + 20, SIZE[1])     # a real X event wakes it up
+    deadline = time.time() + 5
+    while not viz.step(max_wait=0.2):
+        assert time.time() < deadline, 'input did not cause a redraw'
+    glfw.set_window_size(viz.window.handle, *SIZE)
+    viz.camera.turntable, viz.camera.speed = True, 10.0   # animating: drawn continuously
+    f0, t0 = viz.window.frame_index, time.perf_counter()
+    while time.perf_counter() - t0 < 1.0:
+        viz.step()
+    viz.camera.turntable = False
+    assert viz.window.frame_index - f0 >= 10 and viz.performance.gui_fps >= 10
+    snap(viz)
 
 
 def test_snapshot_command_line(xdisplay, tmp_path):
@@ -172,11 +266,13 @@ def test_snapshot_command_line(xdisplay, tmp_path):
     assert p.returncode == 0, p.stderr
     img = np.asarray(Image.open(out).convert('RGB'))
     assert img.shape == (SIZE[1], SIZE[0], 3) and img.std() > 10
-    bad = subprocess.run([sys.executable, str(ROOT / 'visualizer.py'), str(tmp_path / 'nope.safetensors'),
+    (tmp_path / 'bad.safetensors').write_text('not a network')
+    bad = subprocess.run([sys.executable, str(ROOT / 'visualizer.py'), str(tmp_path / 'bad.safetensors'),
                           '--snapshot', str(tmp_path / 'bad.png'), '--window-size', f'{SIZE[0]}x{SIZE[1]}'],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-    assert bad.returncode != 0 and 'Traceback' not in bad.stderr
-    assert len([ln for ln in bad.stderr.splitlines() if ln.strip()]) == 1, bad.stderr
+    assert bad.returncode == 1 and 'Traceback' not in bad.stderr and not (tmp_path / 'bad.png').exists()
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f'cannot load {tmp_path / "bad.safetensors"}' in lines[0], bad.stderr
 
 
 def test_inspection_column_shows_weight_maps_and_planes(viz):
@@ -238,8 +334,9 @@ def test_capture_image_window_and_turntable(viz, tmp_path):
     snap(viz)
     viz.capture.outdir = str(tmp_path)
     assert 'saved' in viz.capture.save_image()
-    viz.capture.save_window()
+    assert viz.capture.save_window().startswith('writing ')
     _frames(viz, 1)
+    assert viz.capture.message.startswith('saved ') and os.path.isfile(viz.capture.message[len('saved '):])
     viz.capture.frames, viz.capture.fps = 4, 4
     viz.capture.start_recording()
     deadline = time.time() + 120
@@ -250,4 +347,4 @@ def test_capture_image_window_and_turntable(viz, tmp_path):
     assert any(n.startswith('seed') and n.endswith('.png') for n in names)
     assert any(n.startswith('window-') and n.endswith('.png') for n in names)
     video = [p for p in tmp_path.iterdir() if p.suffix == '.mp4']
-    assert video and video[0].stat().st_size > 0 and 'wrote 4 frames' in viz.capture.message
+    assert video and video[0].stat().st_size > 0 and viz.capture.message == f'wrote 4 frames to {video[0]}'

@@ -5,11 +5,17 @@ Per GUI frame: poll events -> take a finished render (upload it with glTexSubIma
 keyboard -> animations -> draw the panel and the view -> rebuild RenderArgs from the
 widgets and send them to the worker if they changed -> draw -> swap. The GUI never waits
 for the worker.
+
+Frames are drawn on demand (``step``): after input, when a render arrives, when the state
+changed, and continuously only while something animates (turntable, latent animation,
+recording). Otherwise the GUI thread sleeps in ``glfwWaitEventsTimeout``; the worker wakes
+it when a render is done, and a timeout lets it follow a training run folder.
 """
 from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -24,6 +30,10 @@ from viz.render_args import RENDER_TYPES, RenderArgs
 from viz.render_type_widget import RenderTypeWidget
 from viz.renderer import RenderResult
 from viz.spheres_widget import SpheresWidget
+
+REDRAW_FRAMES_AFTER_EVENT = 3      # ImGui settles hover / release / layout over a couple of frames
+MAX_IDLE_WAIT = 1.0                # seconds; the longest the loop sleeps without looking at the widgets
+BUSY_IDLE_WAIT = 0.25              # seconds; while the worker renders, the status line is refreshed this often
 
 KEYS_HELP = (
     'drag: orbit   scroll: radius   double-click: front   arrows: yaw/pitch 10 deg   '
@@ -54,8 +64,10 @@ class Visualizer:
         self.network_info: dict = {}
         self.args = self.build_args()
         self._submitted: RenderArgs | None = None
-        self._window_capture: str | None = None
+        self._window_capture: tuple[str, Callable[[str], None] | None] | None = None
+        self.capture_error: str | None = None
         self.last_capture: np.ndarray | None = None
+        self._redraw = REDRAW_FRAMES_AFTER_EVENT    # frames still to draw without a new event
         self.window = self.view = self.worker = None
         if open_window:
             from gui_utils.window import Window
@@ -64,7 +76,7 @@ class Visualizer:
             from viz.worker import RenderWorker
             self.window = Window('SphereHead visualizer', width, height, fps_limit=fps_limit)
             self.view = View(self)
-            self.worker = RenderWorker(lambda: Renderer(device))
+            self.worker = RenderWorker(lambda: Renderer(device), on_result=self.window.wake)
 
     # ------------------------------------------------------------------ state
     def build_args(self) -> RenderArgs:
@@ -96,9 +108,15 @@ class Visualizer:
             self.artifacts.open = self.artifacts.open or bool(inspect)
         self.args = self.build_args()
 
-    def request_window_capture(self, path: str) -> None:
-        """Write the next drawn frame (whole window) to ``path``."""
-        self._window_capture = path
+    def request_window_capture(self, path: str, report: Callable[[str], None] | None = None) -> None:
+        """Write the next drawn frame (whole window) to ``path`` ('' = only keep it in ``last_capture``);
+        ``report`` gets 'saved PATH' once the file is written, or why it was not."""
+        self._window_capture = (path, report)
+
+    @property
+    def animating(self) -> bool:
+        """Something changes every frame, so the window is redrawn continuously."""
+        return bool(self.camera.turntable or self.latent.animate or self.capture.recording)
 
     # ------------------------------------------------------------------ frame
     def _poll_worker(self) -> None:
@@ -106,8 +124,15 @@ class Visualizer:
         if result is None:
             return
         self.result = result
+        self._redraw = max(self._redraw, 2)
         if result.network_info:
             self.network_info = result.network_info
+            self.network.loaded(result.network_info['source'])
+        if result.load_error:
+            self.network.load_failed(result.failed_network, result.load_error)
+            if result.image is not None and self._submitted is not None \
+                    and self._submitted.replace(network=result.args.network) == result.args:
+                self._submitted = result.args     # already rendered with the previous network: not again
         if result.image is not None:
             t0 = time.perf_counter()
             self.view.upload(result, self.render_type.nearest)
@@ -169,10 +194,15 @@ class Visualizer:
         imgui.begin('SphereHead##panel', None, flags)
         imgui.text('SphereHead visualizer')
         imgui.same_line()
-        imgui.text_disabled(f'{self.performance.gui_fps:.0f} FPS')
+        imgui.text_disabled(f'{self.performance.gui_fps:.0f} FPS ' +
+                            ('(animating)' if self.animating else '(on demand)'))
         imgui.push_item_width(-110)
         for w in self.widgets:
-            imgui.set_next_item_open(w.open, imgui.Cond_.once.value)
+            if w.reveal:
+                imgui.set_next_item_open(True)
+                w.reveal = False
+            else:
+                imgui.set_next_item_open(w.open, imgui.Cond_.once.value)
             if imgui.collapsing_header(w.title):
                 imgui.push_id(w.title)
                 w.draw()
@@ -186,9 +216,12 @@ class Visualizer:
         """One GUI frame; never waits for the worker."""
         win = self.window
         win.begin_frame()
+        if win.take_input_events():
+            self._redraw = REDRAW_FRAMES_AFTER_EVENT
         dt = min(win.frame_time or 1 / 60, 0.25)
         for path in win.take_dropped_paths():
             self.network.load(path)
+        self.network.poll_run()
         self._poll_worker()
         self._keyboard()
         for w in self.widgets:
@@ -198,23 +231,56 @@ class Visualizer:
         self._draw_panel(panel_w, wh)
         self.view.draw(panel_w, 0, ww - panel_w, wh)
         self.args = self.build_args()
-        if self.args != self._submitted:
+        if self.args != self._submitted and self.args.network:     # '' = a followed run without snapshots yet
             self.worker.submit(self.args)
             self._submitted = self.args
         win.render()
         if self._window_capture is not None:
-            path, self._window_capture = self._window_capture, None
+            (path, report), self._window_capture = self._window_capture, None
             self.last_capture = win.read_pixels()
             if path:
-                from PIL import Image
-                Image.fromarray(self.last_capture).save(path)
+                self._write_capture(path, report)
         win.end_frame()
-        self.performance.add_gui_frame(win.frame_time)
+        self._redraw = max(self._redraw - 1, 0)
+        self.performance.add_gui_frame(win.draw_time)
+
+    def _write_capture(self, path: str, report: Callable[[str], None] | None) -> None:
+        from PIL import Image
+        try:
+            Image.fromarray(self.last_capture).save(path)
+            self.capture_error, message = None, f'saved {path}'
+        except (OSError, ValueError) as e:
+            self.capture_error = message = f'cannot write {path}: {e}'
+        if report is not None:
+            report(message)
+
+    def needs_frame(self) -> bool:
+        """Is there anything new to draw: recent input, a finished render, changed state, an animation?"""
+        return (self._redraw > 0 or self.animating or self._window_capture is not None
+                or self.worker.has_result or (self.build_args() != self._submitted and bool(self.network.network)))
+
+    def step(self, max_wait: float = MAX_IDLE_WAIT) -> bool:
+        """One turn of the main loop: draw a frame if anything is new, else sleep (no CPU) until input,
+        a finished render, the next look into a followed run, or ``max_wait`` seconds. Returns whether
+        a frame was drawn."""
+        if not self.needs_frame():
+            busy = self.worker.busy            # then the status line ('loading ...') is refreshed now and then
+            wait = min(max_wait, BUSY_IDLE_WAIT) if busy else max_wait
+            follow = self.network.seconds_to_next_poll()
+            if follow is not None:
+                wait = min(wait, follow)
+            if self.window.wait_events(wait):
+                self._redraw = REDRAW_FRAMES_AFTER_EVENT
+            self.network.poll_run()
+            if not busy and not self.needs_frame():
+                return False
+        self.frame()
+        return True
 
     def run(self) -> None:
         try:
             while not self.window.should_close:
-                self.frame()
+                self.step()
         except KeyboardInterrupt:
             pass
         finally:
@@ -233,17 +299,21 @@ class Visualizer:
     def wait_for_current(self, timeout: float = 600.0, settle_frames: int = 2) -> str | None:
         """Draw frames until the view shows a render of the current args (then ``settle_frames`` more).
 
-        Returns None when ready, else a one-line error (render failed, or timed out).
+        Returns None when ready, else a one-line error (the network did not load, the render
+        failed, or timed out).
         """
         deadline = time.perf_counter() + timeout
+        requested = self.network.network
         ready = 0
         while ready <= settle_frames:
             if time.perf_counter() > deadline:
                 return f'timed out after {timeout:.0f} s waiting for the render worker'
             self.frame()
+            if self.network.error and self.network.failed == requested:
+                return f'cannot load {self.network.failed}: {self.network.error}'
             r = self.result
             if r is not None and r.args == self.args and r.error:
-                return f'render failed: {r.error}'
+                return r.error if r.load_error else f'render failed: {r.error}'
             ready = ready + 1 if self.shown is not None and self.shown.args == self.args else 0
         return None
 
@@ -257,39 +327,45 @@ class Visualizer:
             return err, None
         self.request_window_capture(path or '')
         self.frame()
-        return None, self.last_capture
+        return self.capture_error, self.last_capture
 
     def benchmark(self, seconds: float = 10.0) -> dict[str, float]:
-        """GUI FPS with the worker idle, then with the turntable on (worker busy all the time), and
-        the worker's frame time split by stage. Returns the numbers (seconds / FPS)."""
+        """The main loop as it runs for a user, measured: first with nothing changing (frames drawn
+        per second and CPU use of the whole process), then with the turntable on (GUI frame rate,
+        draw time, renders per second, the worker's frame time by stage). Returns the numbers."""
         err = self.wait_for_current(600)
         if err:
             raise RuntimeError(err)
+        for _ in range(REDRAW_FRAMES_AFTER_EVENT + 2):      # let the last input / render settle
+            self.frame()
 
-        def run_for(duration: float) -> tuple[int, float]:
-            n, t0 = 0, time.perf_counter()
+        def loop(duration: float, on_frame: Callable[[], None] | None = None) -> tuple[int, float, float]:
+            f0, cpu0, t0 = self.window.frame_index, time.process_time(), time.perf_counter()
             while time.perf_counter() - t0 < duration:
-                self.frame()
-                n += 1
-            return n, time.perf_counter() - t0
+                if self.step(max_wait=min(MAX_IDLE_WAIT, duration)) and on_frame is not None:
+                    on_frame()
+            wall = time.perf_counter() - t0
+            return self.window.frame_index - f0, wall, time.process_time() - cpu0
 
-        n_idle, t_idle = run_for(seconds / 3)
+        n_idle, t_idle, cpu_idle = loop(seconds / 3)
         self.camera.turntable, self.camera.speed = True, 45.0
         completed0 = self.worker.completed
         totals: dict[str, list[float]] = {}
+        draw_ms: list[float] = []
         seen = set()
-        n_busy, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            self.frame()
-            n_busy += 1
+
+        def on_frame() -> None:
+            draw_ms.append(1000.0 * self.window.draw_time)
             r = self.shown
             if r is not None and r.serial not in seen and r.args.yaw != 0.0:
                 seen.add(r.serial)
                 for k, v in r.timings.items():
                     totals.setdefault(k, []).append(v)
-        t_busy = time.perf_counter() - t0
+        n_busy, t_busy, cpu_busy = loop(seconds, on_frame)
         self.camera.turntable = False
-        out = {'gui_fps_idle': n_idle / t_idle, 'gui_fps_rendering': n_busy / t_busy,
+        out = {'gui_frames_per_s_idle': n_idle / t_idle, 'cpu_percent_idle': 100.0 * cpu_idle / t_idle,
+               'gui_fps_animating': n_busy / t_busy, 'gui_draw_ms_median': float(np.median(draw_ms or [0.0])),
+               'cpu_percent_animating': 100.0 * cpu_busy / t_busy,
                'renders_per_s': (self.worker.completed - completed0) / t_busy}
         for k, v in totals.items():
             out[f'worker_{k}_ms_median'] = 1000 * float(np.median(v))

@@ -2,6 +2,7 @@
 
 The turntable is recorded frame by frame in lockstep with the worker: frame k asks for
 yaw = start + 360 k / N and is written when the worker returns exactly that frame.
+Messages name a file only once it is written; a recording that got no frame leaves no file.
 """
 from __future__ import annotations
 
@@ -46,21 +47,33 @@ class CaptureWidget(Widget):
             return 'nothing rendered yet'
         from PIL import Image
         path = self.image_path(result.args)
-        os.makedirs(self.outdir, exist_ok=True)
-        Image.fromarray(result.image).save(path)
+        try:
+            os.makedirs(self.outdir, exist_ok=True)
+            Image.fromarray(result.image).save(path)
+        except (OSError, ValueError) as e:
+            return f'cannot save the image: {e}'
         return f'saved {path}'
 
     def save_window(self) -> str:
+        """Ask for the next frame to be written; the message becomes 'saved PATH' once it is."""
         path = os.path.join(self.outdir, f'window-{_stamp()}.png')
-        os.makedirs(self.outdir, exist_ok=True)
-        self.viz.request_window_capture(path)
-        return f'saving {path}'
+        try:
+            os.makedirs(self.outdir, exist_ok=True)
+        except OSError as e:
+            return f'cannot save the window: {e}'
+
+        def report(message: str) -> None:
+            self.message = message
+        self.viz.request_window_capture(path, report)
+        return f'writing {path} ...'
 
     # ---- turntable ----------------------------------------------------------------------------------
     def start_recording(self) -> str:
         import imageio.v2 as imageio
         os.makedirs(self.outdir, exist_ok=True)
         self._path = os.path.join(self.outdir, f'turntable-{_stamp()}.mp4')
+        if os.path.exists(self._path):      # never overwrite (and then delete) a file of an earlier recording
+            self._path = self._path[:-4] + f'-{time.perf_counter_ns() % 1000000:06d}.mp4'
         self._writer = imageio.get_writer(self._path, fps=self.fps, codec='libx264', quality=8,
                                           macro_block_size=1)
         self._k = 0
@@ -70,12 +83,22 @@ class CaptureWidget(Widget):
         self.recording = True
         return f'recording {self._path}'
 
-    def stop_recording(self) -> str:
+    def stop_recording(self, reason: str | None = None) -> str:
+        """Close the video. Returns what happened: the frames written and the file, or that there is no file."""
         self.recording = False
+        error = None
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except Exception as e:  # noqa: BLE001 - e.g. ffmpeg failed: say so, do not claim the file
+                error = f'{type(e).__name__}: {e}'
             self._writer = None
-        return f'wrote {self._k} frames to {self._path}'
+        why = f' ({reason})' if reason else ''
+        if self._k == 0 or error or not os.path.isfile(self._path):
+            if os.path.isfile(self._path):
+                os.remove(self._path)          # an empty or broken video is worse than none
+            return f'no video written: {error or "no frame was recorded"}{why}'
+        return f'wrote {self._k} frames to {self._path}{why}'
 
     def frame_yaw(self) -> float:
         return wrap_yaw(self._start_yaw + 360.0 * self._k / max(self.frames, 1))
@@ -90,14 +113,18 @@ class CaptureWidget(Widget):
         viz = self.viz
         r = viz.result
         if r is not None and r.error and r.args == viz.args:
-            self.message = self.stop_recording() + f' (stopped: {r.error})'
+            self.message = self.stop_recording(f'stopped: {r.error}')
             return
         shown = viz.shown
         if shown is None or shown.serial == self._last_serial or shown.args != viz.args \
                 or shown.args.yaw != round(self.frame_yaw(), 4):
             return
         self._last_serial = shown.serial
-        self._writer.append_data(shown.image)
+        try:
+            self._writer.append_data(shown.image)
+        except Exception as e:  # noqa: BLE001 - the encoder failed: stop and say so
+            self.message = self.stop_recording(f'stopped: {type(e).__name__}: {e}')
+            return
         self._k += 1
         if self._k >= self.frames:
             self.message = self.stop_recording()

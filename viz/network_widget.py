@@ -1,32 +1,64 @@
-"""Network: path field, recent list, folder browser, drag-and-drop; shows the model's config.
+"""Network: path field, recent list, folder browser, drag-and-drop, following a training run;
+shows the loaded model's config and, when a load fails, why.
 
-Loading happens on the render worker (the window keeps drawing); the config shown is the
-one the worker reports for the network it has loaded.
+Loading happens on the render worker (the window keeps drawing). The widget keeps three
+names apart: ``network`` (what the render arguments ask for), ``current`` (what the worker
+has loaded, i.e. what is shown) and ``failed`` (the last source that did not load). A failed
+load sets ``network`` back to ``current``, so the previous network keeps rendering.
+
+Following a run: given a training run folder, the widget asks for its newest
+``network-snapshot-<kimg>.safetensors`` and looks for a newer one every ``follow_interval``
+seconds (one directory listing, from the GUI loop even while it draws nothing).
 """
 from __future__ import annotations
 
 import os
+import time
 
 from imgui_bundle import imgui
 
+from spherehead.checkpoint import newest_snapshot
+from spherehead.errors import UserError
 from viz.render_args import RenderArgs
 from viz.widget import Widget
 
 NETWORK_SUFFIXES = ('.safetensors', '.pkl')
 BUILTIN = ('demo', 'random:tiny', 'random:demo')
+ERROR_RGBA = (1.0, 0.45, 0.45, 1.0)
+
+
+def _find_snapshot(folder: str) -> str | None:
+    """The newest network snapshot in ``folder`` as a string, None when there is none or it cannot be read."""
+    try:
+        path = newest_snapshot(folder)
+    except (UserError, OSError):
+        return None
+    return str(path) if path is not None else None
 
 
 class NetworkWidget(Widget):
     title = 'Network'
 
-    def __init__(self, viz=None, network: str = 'demo') -> None:
+    def __init__(self, viz=None, network: str = 'demo', follow_interval: float = 2.0) -> None:
         super().__init__(viz)
-        self.network = network
+        self.network = ''                  # source the render arguments ask for ('' = nothing yet)
+        self.current: str | None = None    # source the worker has loaded (shown)
         self.edit = network
+        self.error = ''                    # one line: why ``failed`` did not load
+        self.failed: str | None = None
         self.recent: list[str] = []
         self.browse_dir = os.getcwd()
         self._entries: list[tuple[str, bool]] | None = None
-        self._remember(network)
+        # following a training run
+        self.follow_dir: str | None = None
+        self.follow_interval = float(follow_interval)
+        self.follow_status = ''
+        self._follow_requested: str | None = None    # newest snapshot already asked for
+        self._follow_next = 0.0                      # time.monotonic() of the next look
+        if os.path.isdir(network):
+            self.follow(network)
+        else:
+            self.request(network)
 
     def _remember(self, source: str) -> None:
         if source in self.recent:
@@ -34,19 +66,121 @@ class NetworkWidget(Widget):
         self.recent.insert(0, source)
         del self.recent[12:]
 
+    # ---- requests ----------------------------------------------------------------------------
+    def request(self, source: str) -> None:
+        """Ask the worker for ``source`` (what the render arguments carry); the result comes back
+        through ``loaded`` or ``load_failed``."""
+        self.network = os.path.abspath(source) if os.path.exists(source) else source
+        self.edit = self.network if not self.follow_dir else self.follow_dir
+        self.error, self.failed = '', None
+
     def load(self, source: str) -> None:
-        """Switch to ``source`` (a path, 'demo' or 'random:...'); a dropped folder opens in the browser."""
+        """Switch to ``source`` (a path, 'demo' or 'random:...'). A folder holding network snapshots is
+        followed as a training run; any other folder opens in the browser."""
         source = source.strip()
         if not source:
             return
         if os.path.isdir(source):
-            self.browse_dir = os.path.abspath(source)
-            self._entries = None
+            if _find_snapshot(source) is not None:
+                self.follow(source)
+            else:
+                self.browse_dir = os.path.abspath(source)
+                self._entries = None
+                self.error = ('it holds no network-snapshot-*.safetensors; it is open in "browse folder" '
+                              'below: pick a network file there')
+                self.failed = self.browse_dir
+                self.reveal = True
             return
-        self.network = os.path.abspath(source) if os.path.exists(source) else source
-        self.edit = self.network
-        self._remember(self.network)
+        self.follow_dir = None
+        self.request(source)
 
+    def follow(self, run_dir: str) -> None:
+        """Show the newest snapshot of a training run and switch to newer ones as they appear."""
+        self.follow_dir = os.path.abspath(run_dir)
+        self.edit = self.follow_dir
+        self._follow_requested = None
+        self._follow_next = 0.0
+        self._remember(self.follow_dir)
+        self.poll_run()
+
+    def stop_following(self) -> None:
+        self.follow_dir = None
+        self.follow_status = ''
+        if self.current:
+            self.edit = self.network = self.current
+
+    def poll_run(self, now: float | None = None) -> bool:
+        """When following and due, look for a newer snapshot and ask for it. Returns whether it asked."""
+        if not self.follow_dir:
+            return False
+        now = time.monotonic() if now is None else now
+        if now < self._follow_next:
+            return False
+        self._follow_next = now + self.follow_interval
+        try:
+            newest = newest_snapshot(self.follow_dir)
+        except (UserError, OSError) as e:
+            self.follow_status = f'cannot read the run folder: {e}'
+            return False
+        if newest is None:
+            self.follow_status = (f'no network-snapshot-*.safetensors here yet; looking again every '
+                                  f'{self.follow_interval:g} s')
+            return False
+        self.follow_status = ''
+        newest = str(newest)
+        if newest == self._follow_requested:
+            return False
+        self._follow_requested = newest        # asked once: a snapshot that fails to load is not retried
+        self.request(newest)
+        return True
+
+    def seconds_to_next_poll(self, now: float | None = None) -> float | None:
+        if not self.follow_dir:
+            return None
+        return max(0.0, self._follow_next - (time.monotonic() if now is None else now))
+
+    # ---- what the worker reports ---------------------------------------------------------------
+    def loaded(self, source: str) -> None:
+        """The worker shows ``source``."""
+        if source != self.current:
+            self.current = source
+            if not self.follow_dir:
+                self._remember(source)
+
+    def load_failed(self, source: str, message: str) -> None:
+        """``source`` did not load; the worker still shows ``current`` (if any)."""
+        if source != self.network:
+            return                      # the user has asked for something else meanwhile
+        if message.startswith(f'{source}: '):
+            message = message[len(source) + 2:]     # the panel names the source itself
+        self.error, self.failed = message, source
+        if self.current is not None:
+            self.network = self.current
+            if not self.follow_dir:
+                self.edit = source      # keep the bad name in the field, to correct it
+        self.reveal = True
+
+    def error_text(self) -> str:
+        """The failure as the panel shows it: what failed, why and what to do, and what is still shown."""
+        if not self.error:
+            return ''
+        still = (f'Still showing {self.current}.' if self.current and self.current != self.failed
+                 else 'Nothing is loaded: give another network above.')
+        return f"Could not load {self.failed}: {self.error.rstrip('.')}. {still}"
+
+    @property
+    def loading(self) -> bool:
+        return bool(self.network) and self.network != self.current and not self.error
+
+    def status_line(self) -> str:
+        """What the view says while nothing is shown."""
+        if self.follow_dir and not self.network:
+            return f'waiting for the first snapshot in {self.follow_dir}'
+        if self.error:
+            return f'could not load {self.failed}'
+        return f'loading {self.network}' if self.loading else 'waiting'
+
+    # ---- panel ----------------------------------------------------------------------------------
     def entries(self) -> list[tuple[str, bool]]:
         """(name, is_folder) in the browsed folder: sub-folders, then network files."""
         if self._entries is None:
@@ -68,14 +202,20 @@ class NetworkWidget(Widget):
         imgui.same_line()
         if imgui.button('load') or entered:
             self.load(self.edit)
-        imgui.text_disabled('or drop a .safetensors / .pkl file on the window')
+        imgui.text_disabled('a .safetensors / .pkl file or a run folder, or drop one here')
+        if self.error:
+            imgui.push_style_color(imgui.Col_.text.value, imgui.ImVec4(*ERROR_RGBA))
+            imgui.text_wrapped(self.error_text())
+            imgui.pop_style_color()
         choices = list(dict.fromkeys(self.recent + [b for b in BUILTIN if b not in self.recent]))
         imgui.set_next_item_width(-1)
         if imgui.begin_combo('##recent', 'recent and built-in networks'):
             for c in choices:
-                if imgui.selectable(c, c == self.network)[0]:
+                if imgui.selectable(c, c in (self.network, self.follow_dir))[0]:
                     self.load(c)
             imgui.end_combo()
+        if self.follow_dir:
+            self._draw_follow()
         if imgui.tree_node('browse folder'):
             imgui.text_wrapped(self.browse_dir)
             if imgui.small_button('..'):
@@ -84,6 +224,10 @@ class NetworkWidget(Widget):
             imgui.same_line()
             if imgui.small_button('refresh'):
                 self._entries = None
+            if any(n.startswith('network-snapshot-') for n, is_dir in self.entries() if not is_dir):
+                imgui.same_line()
+                if imgui.small_button('follow this run'):
+                    self.follow(self.browse_dir)
             if imgui.begin_child('##entries', imgui.ImVec2(0, 110), imgui.ChildFlags_.borders.value):
                 for name, is_dir in self.entries():
                     if imgui.selectable(name + ('/' if is_dir else ''), False)[0]:
@@ -96,13 +240,25 @@ class NetworkWidget(Widget):
             imgui.tree_pop()
         self.draw_info()
 
+    def _draw_follow(self) -> None:
+        imgui.text_wrapped(f'following the run {self.follow_dir}')
+        if self.current and os.path.dirname(self.current) == self.follow_dir:
+            imgui.text_wrapped(f'showing {os.path.basename(self.current)}; a newer snapshot is loaded when it '
+                               f'appears (looks every {self.follow_interval:g} s)')
+        if self.follow_status:
+            imgui.text_wrapped(self.follow_status)
+        if imgui.small_button('stop following'):
+            self.stop_following()
+
     def draw_info(self) -> None:
         info = self.viz.network_info if self.viz else {}
-        if not info or info.get('source') != self.network:
-            status = self.viz.worker.status if self.viz and self.viz.worker else ''
-            imgui.text_disabled(f'loading {self.network} ...' if status.startswith('loading') else
-                                f'{self.network}: not loaded yet')
+        if self.loading:
+            imgui.text_disabled(f'loading {self.network} ...')
+        if not info or info.get('source') != self.current:
+            if not self.loading:
+                imgui.text_disabled('no network loaded')
             return
+        imgui.text_wrapped(f'showing {self.current}')
         cfg = info['config']
         r = cfg['rendering']
         rows = [

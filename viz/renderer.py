@@ -3,11 +3,14 @@
 It keeps one network loaded, caches ws per latent and the backbone planes while only the
 camera (or the sphere mode, render type, quality) changes, runs ``G.synthesis`` once per
 requested sphere, and turns the outputs into display images (uint8 RGB, row 0 = top).
-Errors never escape: they come back in ``RenderResult.error``.
+Errors never escape: they come back in ``RenderResult.error``. A network that fails to load
+leaves the previous one loaded: the frame is rendered with it and the failure comes back in
+``RenderResult.load_error``.
 """
 from __future__ import annotations
 
 import collections
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from spherehead import camera
+from spherehead.errors import UserError
 from spherehead.parsing_classes import PARSING_CLASSES, PARSING_COLORS, colorize
 from viz import colormaps
 from viz.render_args import RenderArgs
@@ -28,10 +32,17 @@ CONDITIONING_YAW_PITCH = (0.0, 0.0)
 
 @dataclass
 class RenderResult:
-    """What the worker hands back for one RenderArgs. Images are [H, W, 3] uint8, row 0 = top."""
+    """What the worker hands back for one RenderArgs. Images are [H, W, 3] uint8, row 0 = top.
+
+    After a failed load ``load_error`` says why and ``failed_network`` names the source; the
+    frame was then rendered with the previous network, and ``args.network`` names that one
+    (without a previous network, ``error`` is set and there is no image).
+    """
     args: RenderArgs
     image: np.ndarray | None = None
     error: str | None = None                  # one line for the window
+    load_error: str | None = None             # one line: why ``failed_network`` did not load, what to do
+    failed_network: str | None = None
     traceback: str | None = None
     panels: list[str] = field(default_factory=list)   # labels of side-by-side panels, left to right
     timings: dict[str, float] = field(default_factory=dict)  # seconds: load, mapping, backbone, render, superres, post, total
@@ -52,6 +63,31 @@ class RenderResult:
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
     """[3, H, W] in [-1, 1] -> [H, W, 3] uint8."""
     return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: a UserError's own message, else 'Type: first line'."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    if isinstance(e, UserError):
+        return text or type(e).__name__
+    return f'{type(e).__name__}: {text}' if text else type(e).__name__
+
+
+class NetworkLoadError(Exception):
+    """Loading ``source`` failed; the message is one line for the window."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(message)
+        self.source = source
+
+
+def _file_signature(source: str) -> tuple | None:
+    """(mtime, size) of a network file, None for names that are no file: a failed load is retried once this changes."""
+    try:
+        st = os.stat(source)
+    except (OSError, ValueError):
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 def _resize_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -75,20 +111,34 @@ class Renderer:
         self._planes_key: tuple | None = None
         self._planes: Any = None
         self._planes_grid_cache: tuple | None = None     # (planes key, mode, channel) -> plane images
+        self._failed_load: tuple[str, tuple | None, str] | None = None   # (source, file signature, message)
         self.status = 'idle'
 
     # ------------------------------------------------------------------ network and latents
     def _network(self, source: str, timings: dict) -> Any:
+        """The network of ``source``, loading it if needed. Raises NetworkLoadError and keeps the
+        previous network when the load fails; the same failure is not retried until the file changes."""
         if self.G is not None and source == self.source:
             return self.G
+        signature = _file_signature(source)
+        if self._failed_load is not None and self._failed_load[:2] == (source, signature):
+            raise NetworkLoadError(source, self._failed_load[2])
         self.status = f'loading {source}'
         t0 = time.perf_counter()
-        self.G, self.source, self.network_info = None, None, {}
+        try:
+            G = self._load_generator(source, device=self.device)
+            G.eval()
+            G.requires_grad_(False)
+        except Exception as e:  # noqa: BLE001 - any failure to load is reported, the old network stays
+            message = _one_line(e)
+            if not isinstance(e, UserError):
+                message += ('; give a SphereHead .safetensors, a released EG3D / PanoHead / SphereHead .pkl, '
+                            "a training run folder, 'demo' or 'random:tiny'")
+            self._failed_load = (source, signature, message)
+            raise NetworkLoadError(source, message) from e
+        self._failed_load = None
         self._ws_cache.clear()
-        self._planes_key, self._planes = None, None
-        G = self._load_generator(source, device=self.device)
-        G.eval()
-        G.requires_grad_(False)
+        self._planes_key, self._planes, self._planes_grid_cache = None, None, None
         self.G, self.source = G, source
         cfg = G.config
         self.network_info = {
@@ -157,7 +207,14 @@ class Renderer:
         t_start = time.perf_counter()
         try:
             args.validate()
-            G = self._network(args.network, timings)
+            try:
+                G = self._network(args.network, timings)
+            except NetworkLoadError as e:
+                result.load_error, result.failed_network = str(e), e.source
+                if self.G is None:
+                    raise
+                G, args = self.G, args.replace(network=self.source)    # keep showing the previous network
+                result.args = args
             result.network_info = self.network_info
             self.status = 'rendering'
             with torch.inference_mode():
@@ -174,9 +231,12 @@ class Renderer:
                     result.planes_image, result.planes_rows = self._planes_grid_cache[1]
                     timings['post'] = timings.get('post', 0.0) + time.perf_counter() - t0
                 result.w = ws[0].float().cpu().numpy()
+        except NetworkLoadError as e:
+            result.error = f'cannot load {e.source}: {e}'
+            result.traceback = traceback.format_exc()
+            result.image = None
         except Exception as e:  # noqa: BLE001 - shown in the window, the program goes on
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ''
-            result.error = f'{type(e).__name__}: {msg}' if msg else type(e).__name__
+            result.error = _one_line(e)
             result.traceback = traceback.format_exc()
             result.image = None
         finally:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from imgui_bundle import imgui
 
 from gui_utils.texture import Texture
-from gui_utils.widgets import color_bar, legend, text_with_background
+from gui_utils.widgets import color_bar, legend, text_with_background, wrap_lines, wrapped_text_with_background
 from viz import colormaps
 from viz.render_args import RENDER_TYPE_LABELS, SPHERE_LABELS
 
@@ -79,8 +79,7 @@ class View:
             self._overlays(dl, shown, x0, y0, x1, y1)
         else:
             self.image_rect = None
-            status = viz.worker.status if viz.worker else ''
-            text_with_background(dl, (x + 12, y + h / 2), f'{status or "waiting"} ...')
+            wrapped_text_with_background(dl, (x + 12, y + h / 2), f'{viz.network.status_line()} ...', w - 24)
         self._status_lines(dl, x, y, w, h)
         imgui.end()
 
@@ -142,15 +141,20 @@ class View:
         text_with_background(dl, (x + 8, y + 4), top)
         busy = viz.worker is not None and viz.worker.busy
         if busy:
-            text_with_background(dl, (x + w - 90, y + 4), viz.worker.status[:40] + ' ...', (1.0, 0.85, 0.3))
+            label = (viz.worker.status.split(' ', 1)[0] or 'busy') + ' ...'     # 'loading' / 'rendering'
+            text_with_background(dl, (x + w - imgui.calc_text_size(label).x - 10, y + 4), label, (1.0, 0.85, 0.3))
         r = viz.result
         yy = y + line + 4
-        if r is not None and r.error:
-            text_with_background(dl, (x + 8, yy), f'render error: {r.error}', (1.0, 0.45, 0.45))
-            yy += line
+        red = (1.0, 0.45, 0.45)
+        if viz.network.error:
+            yy += wrapped_text_with_background(dl, (x + 8, yy), f'could not load {viz.network.failed}; '
+                                               'see the Network panel', w - 16, red)
+        elif r is not None and r.error:
+            yy += wrapped_text_with_background(dl, (x + 8, yy), f'render error: {r.error}', w - 16, red)
         if viz.shown is not None:
             for note in viz.shown.notes[:3]:
                 text_with_background(dl, (x + 8, yy), note, (1.0, 0.85, 0.3))
                 yy += line
-        prov = viz.network_info.get('provenance', viz.network.network)
-        text_with_background(dl, (x + 8, y + h - line), f'network: {prov}', (0.8, 0.8, 0.8))
+        footer = f"network: {viz.network_info.get('provenance', 'none loaded')}"
+        rows = len(wrap_lines(footer, w - 16))
+        wrapped_text_with_background(dl, (x + 8, y + h - rows * line), footer, w - 16, (0.8, 0.8, 0.8))

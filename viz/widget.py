@@ -21,6 +21,7 @@ class Widget:
     def __init__(self, viz: 'Visualizer | None' = None) -> None:
         self.viz = viz
         self.open = type(self).default_open     # panel header state at start-up
+        self.reveal = False                     # open the panel header at the next frame (e.g. to show an error)
 
     def apply(self, args: RenderArgs) -> RenderArgs:
         """Widget state -> render arguments."""

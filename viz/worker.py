@@ -2,8 +2,10 @@
 
 The GUI calls ``submit(args)`` as often as it likes; only the newest pending request is
 kept (older ones are dropped, counted in ``dropped``), so the worker never falls behind.
-``poll()`` returns the newest finished result once. Torch releases the GIL inside its
-kernels, so the GUI thread keeps drawing while a frame renders.
+``poll()`` returns the newest finished result once, and ``on_result`` (if given) is called
+on the worker thread after each one, so an idle GUI that sleeps until something happens
+wakes up. Torch releases the GIL inside its kernels, so the GUI thread keeps drawing while a
+frame renders.
 """
 from __future__ import annotations
 
@@ -15,10 +17,13 @@ from viz.renderer import Renderer, RenderResult
 
 
 class RenderWorker:
-    """Owns one Renderer on its own thread. ``renderer_factory`` runs on that thread."""
+    """Owns one Renderer on its own thread. ``renderer_factory`` runs on that thread;
+    ``on_result`` is called there after each finished result (it must be thread-safe)."""
 
-    def __init__(self, renderer_factory: Callable[[], Renderer]) -> None:
+    def __init__(self, renderer_factory: Callable[[], Renderer],
+                 on_result: Callable[[], None] | None = None) -> None:
         self._factory = renderer_factory
+        self._on_result = on_result
         self._cond = threading.Condition()
         self._pending: RenderArgs | None = None
         self._result: RenderResult | None = None
@@ -47,6 +52,12 @@ class RenderWorker:
         with self._cond:
             result, self._result = self._result, None
             return result
+
+    @property
+    def has_result(self) -> bool:
+        """A finished result waits for ``poll()``."""
+        with self._cond:
+            return self._result is not None
 
     @property
     def busy(self) -> bool:
@@ -89,6 +100,7 @@ class RenderWorker:
                 with self._cond:
                     self._result = RenderResult(args=args, error=err)
                     self._busy = False
+                self._notify()
             return
         while (args := self._take_pending()) is not None:
             result = self.renderer.render(args)
@@ -98,3 +110,11 @@ class RenderWorker:
                 self._result = result
                 self._busy = False
                 self.completed += 1
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._on_result is not None:
+            try:
+                self._on_result()
+            except Exception:  # noqa: BLE001 - a failed wake-up only delays the GUI until its next timeout
+                pass
