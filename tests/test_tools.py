@@ -237,6 +237,7 @@ BAD = [
     (['video', '--fps', 'nan'], 'fps'),
     (['video', '--compare-spheres', '--sphere', 'A'], 'drop --sphere A'),
     (['video', '--device', 'gpu'], 'not a device'),
+    (['video', '--seeds', '0-20000'], 'ask for fewer seeds'),
     (['video', '--network', 'missing.safetensors'], 'no such file'),
     (['interpolate', '--seeds', '2'], 'at least two seeds'),
     (['interpolate', '--steps', '1'], "'--steps'"),

@@ -38,7 +38,7 @@ class MeshConfig:
     """How a surface is extracted (see the module docstring)."""
     resolution: int = 256        # samples per side of the cube
     level: float = EG3D_LEVEL    # iso-level on the raw density
-    batch: int = 2 ** 18         # points per decoder call (memory: ~1 KB per point on CPU)
+    batch: int = 2 ** 18         # points per decoder call (bounds the memory of one query)
     sphere: str = 'fused'        # 'A', 'B' or 'fused'
 
 
@@ -178,7 +178,7 @@ def write_ply(path: str | os.PathLike, mesh: Mesh, comment: str = '') -> None:
     header += [f'element face {len(face)}', 'property list uchar int vertex_indices', 'end_header']
 
     def write(f):
-        f.write(('\n'.join(header) + '\n').encode('ascii'))
+        f.write(('\n'.join(header) + '\n').encode('ascii', 'replace'))   # PLY headers are ASCII
         f.write(vert.tobytes())
         f.write(face.tobytes())
     _write_atomic(Path(path), write)
@@ -224,7 +224,7 @@ def mesh(network, device, truncation_psi, sphere, seed, resolution, level, batch
     cfg = MeshConfig(resolution=resolution, level=level, batch=batch, sphere=sphere)
     result = extract_mesh(G, seed_ws(G, seed, truncation_psi, device), cfg)
     comment = (f'SphereHead mesh: seed {seed}, trunc {truncation_psi:g}, sphere {sphere}, res {resolution}, '
-               f'level {level:g}\nnetwork: {network} ({G.provenance})\n'
+               f'level {level:g}\nnetwork: {G.provenance}\n'
                'axes: +x = left of the head, +y = up, +z = front; world units')
     WRITERS[path.suffix.lower()](path, result, comment)
     click.echo(f'wrote {path}: {len(result.vertices)} vertices, {len(result.faces)} faces ({G.provenance})')

@@ -102,6 +102,20 @@ def check_view(G, sphere: str, compare: bool, output: str) -> tuple[str, ...]:
     return COMPARE_SPHERES
 
 
+MAX_FRAME_SIDE = 8192   # H.264 players and encoders stop around here; also bounds the memory of a GIF
+
+
+def check_frame_size(G, num_seeds: int, spheres: tuple[str, ...], output: str, compare: bool) -> tuple[int, int]:
+    """(width, height) of the tiled frames; refuses (exit 2) frames over MAX_FRAME_SIDE on a side."""
+    cell = G.img_resolution if output == 'image' else G.config.rendering.neural_rendering_resolution
+    cols = grid_columns(num_seeds, compare)
+    width, height = cols * cell * len(spheres), math.ceil(num_seeds / cols) * cell
+    if max(width, height) > MAX_FRAME_SIDE:
+        raise click.BadParameter(f'{num_seeds} seeds make frames of {width}x{height} pixels, more than '
+                                 f'{MAX_FRAME_SIDE} on a side; ask for fewer seeds', param_hint='--seeds')
+    return width, height
+
+
 def prepare_out(out: str):
     """The --out path after OutputFile's checks: refuse replacing another kind of file, make its folder."""
     try:
@@ -136,6 +150,7 @@ def video(network, device, truncation_psi, sphere, seeds, frames, fps, pitch, wh
     from tqdm import tqdm
     G = cc.load_network(network, device)
     spheres = check_view(G, sphere, compare_spheres, what)
+    check_frame_size(G, len(seeds), spheres, what, compare_spheres)
     path = prepare_out(out)
     cfg = TurntableConfig(frames=frames, fps=fps, view=ViewConfig(spheres=spheres, output=what, pitch_deg=pitch))
     heads = []
