@@ -33,18 +33,31 @@ def text_with_background(draw_list, pos: tuple[float, float], text: str,
     draw_list.add_text(imgui.ImVec2(x, y), rgb_u32(color), text)
 
 
+def _split_word(word: str, width: float) -> list[str]:
+    """A word wider than ``width`` pixels (e.g. a long path) cut into pieces that fit."""
+    pieces, piece = [], ''
+    for ch in word:
+        if piece and imgui.calc_text_size(piece + ch).x > width:
+            pieces.append(piece)
+            piece = ''
+        piece += ch
+    return pieces + [piece]
+
+
 def wrap_lines(text: str, width: float) -> list[str]:
-    """``text`` broken at spaces into lines no wider than ``width`` pixels (a longer word gets a line of its own)."""
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (words wider than that are cut)."""
     lines: list[str] = []
     for paragraph in text.split('\n'):
         line = ''
         for word in paragraph.split(' '):
             candidate = f'{line} {word}' if line else word
-            if line and imgui.calc_text_size(candidate).x > width:
-                lines.append(line)
-                line = word
-            else:
+            if imgui.calc_text_size(candidate).x <= width:
                 line = candidate
+                continue
+            if line:
+                lines.append(line)
+            *full, line = _split_word(word, width)
+            lines.extend(full)
         lines.append(line)
     return lines
 

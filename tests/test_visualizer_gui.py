@@ -348,3 +348,14 @@ def test_capture_image_window_and_turntable(viz, tmp_path):
     assert any(n.startswith('window-') and n.endswith('.png') for n in names)
     video = [p for p in tmp_path.iterdir() if p.suffix == '.mp4']
     assert video and video[0].stat().st_size > 0 and viz.capture.message == f'wrote 4 frames to {video[0]}'
+
+
+def test_wrapped_text_fits_the_width(viz):
+    from imgui_bundle import imgui
+
+    from gui_utils.widgets import wrap_lines
+    text = 'could not load /' + 'a-long-folder-name/' * 12 + 'x.safetensors; see the Network panel'
+    lines = wrap_lines(text, 300)
+    assert len(lines) > 3 and all(imgui.calc_text_size(line).x <= 300 for line in lines)
+    assert ''.join(lines).replace(' ', '') == text.replace(' ', '')
+    assert wrap_lines('two words', 300) == ['two words'] and wrap_lines('a\nb', 300) == ['a', 'b']

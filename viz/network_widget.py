@@ -101,6 +101,7 @@ class NetworkWidget(Widget):
         self._follow_requested = None
         self._follow_next = 0.0
         self._remember(self.follow_dir)
+        self.reveal = True                 # the panel says which run and snapshot are shown
         self.poll_run()
 
     def stop_following(self) -> None:
@@ -258,7 +259,8 @@ class NetworkWidget(Widget):
             if not self.loading:
                 imgui.text_disabled('no network loaded')
             return
-        imgui.text_wrapped(f'showing {self.current}')
+        if not self.follow_dir:
+            imgui.text_wrapped(f'showing {self.current}')
         cfg = info['config']
         r = cfg['rendering']
         rows = [

@@ -156,5 +156,7 @@ class View:
                 text_with_background(dl, (x + 8, yy), note, (1.0, 0.85, 0.3))
                 yy += line
         footer = f"network: {viz.network_info.get('provenance', 'none loaded')}"
+        if viz.network.follow_dir:
+            footer += '  (following the run: newer snapshots replace it)'
         rows = len(wrap_lines(footer, w - 16))
         wrapped_text_with_background(dl, (x + 8, y + h - rows * line), footer, w - 16, (0.8, 0.8, 0.8))
