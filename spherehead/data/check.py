@@ -13,7 +13,7 @@ import numpy as np
 
 from spherehead.camera import DEFAULT_RADIUS, RELEASED_FOCAL, label_to_yaw_pitch
 from spherehead.data.errors import DatasetError
-from spherehead.data.labels import read_labels
+from spherehead.data.labels import LABEL_FILE, _parse_label, read_labels
 from spherehead.data.storage import IMAGE_EXTS, Storage, decode_image
 from spherehead.parsing_classes import NUM_PARSING_CLASSES
 
@@ -78,13 +78,54 @@ def _label_checks(labels: np.ndarray, names: list[str], report: CheckReport) -> 
                                f'{fx.max():.1f}, cx up to {cx.max():.1f}); divide the first two rows by the width')
 
 
+def _read_labels_listing(st: Storage, report: CheckReport, max_listed: int) -> tuple[list[str], np.ndarray]:
+    """Like read_labels, but every bad entry becomes a listed problem instead of stopping at the first.
+
+    Returns the good entries. A missing or unparsable dataset.json still raises DatasetError.
+    """
+    import json
+    try:
+        return read_labels(st, check_files=False)
+    except DatasetError as first:
+        try:                                      # entry-level problems only; anything else stays fatal
+            entries = json.loads(st.read(LABEL_FILE).decode('utf-8'))['labels']
+            entries = list(entries.items()) if isinstance(entries, dict) else list(entries)
+        except Exception:  # noqa: BLE001 - read_labels' own message says what is wrong
+            raise first from None
+    where = st.describe(LABEL_FILE)
+    names, labels, bad, seen = [], [], [], set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str):
+            bad.append(f'{where}: entry {i} is not [relpath, label]; fix dataset.json')
+            continue
+        name = entry[0].replace('\\', '/').removeprefix('./')
+        if name in seen:
+            bad.append(f'{where}: "{name}" is listed twice; remove the duplicate entry')
+            continue
+        seen.add(name)
+        try:
+            labels.append(_parse_label(entry[1], f'{where}: label of "{name}" (entry {i})'))
+            names.append(name)
+        except DatasetError as e:
+            bad.append(str(e))
+    report.problems += bad[:max_listed]
+    if len(bad) > max_listed:
+        report.problems.append(f'... and {len(bad) - max_listed} more bad entries in {where}')
+    return names, np.asarray(labels, dtype=np.float32).reshape(-1, 25)
+
+
 def check_dataset(path: str, progress: bool = True, max_listed: int = 10) -> CheckReport:
-    """Check the dataset at ``path``. Fatal input problems (no dataset.json, bad labels) raise DatasetError."""
+    """Check the dataset at ``path`` and list every problem found (the first ``max_listed`` of each kind).
+
+    Only a dataset that cannot be read at all (no dataset.json, invalid JSON) raises DatasetError.
+    """
     from tqdm import tqdm
     report = CheckReport()
     st = Storage(path)
-    names, labels = read_labels(st, check_files=False)
-    report.lines.append(f'{path}: {len(names)} labelled images')
+    names, labels = _read_labels_listing(st, report, max_listed)
+    report.lines.append(f'{path}: {len(names)} labelled images' + (' with usable labels' if report.problems else ''))
+    if not names:
+        return report
     missing = [n for n in names if not st.exists(n)]
     if missing:
         report.problems.append(f'dataset.json: "{missing[0]}" has no image at {st.describe(missing[0])} '
