@@ -13,6 +13,8 @@ import statistics
 import click
 import torch
 
+from spherehead.tools import cli_common as cc
+
 
 def _header(device: torch.device) -> str:
     dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else (platform.processor() or 'cpu')
@@ -25,7 +27,7 @@ def _sync(device):
 
 
 def _time_ms(fn, device, warmup: int, repeat: int) -> tuple[float, float]:
-    """(median ms, peak MiB above the memory in use before) of fn()."""
+    """(median ms, peak MiB above the memory in use before; nan on CPU, where it is not measured) of fn()."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -69,25 +71,44 @@ class _Env:
             os.environ[self.key] = self.old
 
 
-@click.group()
+def _mib(x: float) -> str:
+    return '-' if x != x else f'{x:.1f}'          # nan (not measured) -> '-'
+
+
+def _defaults(device: torch.device, repeat: int | None, warmup: int) -> tuple[int, int]:
+    """(repeat, warm-ups): fewer on CPU, where only the reference runs and each pass is slow."""
+    if device.type == 'cuda':
+        return repeat or 20, warmup
+    return repeat or 3, 1
+
+
+def _cpu_note(device: torch.device) -> None:
+    if device.type != 'cuda':
+        click.echo(f'note: device {device}: only the PyTorch reference runs (the CUDA kernel needs a CUDA GPU) and '
+                   f'peak memory is measured on CUDA only (shown as -); figures that matter come from a GPU')
+
+
+@cc.group()
 def bench() -> None:
     """Benchmarks (speed, memory), printed with date, device, torch version and config."""
 
 
 @bench.command()
-@click.option('--batch', '-n', 'N', type=int, default=1, show_default=True, help='Batch size N.')
-@click.option('--points', '-m', 'M', type=int, default=128 * 128 * 48, show_default=True,
+@click.option('--batch', '-n', 'N', type=click.IntRange(1, 1024), default=1, show_default=True, help='Batch size N.')
+@click.option('--points', '-m', 'M', type=click.IntRange(1, 2 ** 27), default=128 * 128 * 48, show_default=True,
               help='Points per batch item (default: 128x128 rays x 48 samples, one paper-config pass).')
-@click.option('--channels', '-c', 'C', type=int, default=32, show_default=True)
-@click.option('--size', 'H', type=int, default=256, show_default=True, help='Plane resolution H = W.')
-@click.option('--sphere', type=click.Choice(['A', 'B', 'fused']), default='fused', show_default=True)
+@click.option('--channels', '-c', 'C', type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option('--size', 'H', type=click.IntRange(2, 4096), default=256, show_default=True,
+              help='Plane resolution H = W.')
+@cc.sphere_option()
 @click.option('--dtype', type=click.Choice(['float32', 'float16', 'bfloat16']), default='float32', show_default=True)
-@click.option('--device', default='cuda' if torch.cuda.is_available() else 'cpu', show_default=True)
-@click.option('--repeat', type=int, default=20, show_default=True)
+@cc.device_option()
+@click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='Timed runs  [default: 20 on CUDA, 3 on CPU]')
 def sampler(N, M, C, H, sphere, dtype, device, repeat):
     """Dual-sphere feature sampler: reference (PyTorch) vs CUDA kernel, forward and forward+backward."""
     from spherehead.ops.dual_sphere import dual_sphere_features, kernel_available
     device = torch.device(device)
+    repeat, warmup = _defaults(device, repeat, 3)
     dt = getattr(torch, dtype)
     g = torch.Generator(device='cpu').manual_seed(0)
     pA = torch.randn(N, 3, C, H, H, generator=g).to(device, dt)
@@ -96,7 +117,8 @@ def sampler(N, M, C, H, sphere, dtype, device, repeat):
     up = torch.randn(N, M, C, generator=g).to(device)
     click.echo(_header(device))
     click.echo(f'config: N {N}, M {M} points, C {C}, H = W {H}, sphere {sphere}, planes {dtype}, box_warp 1.0; '
-               f'median of {repeat} after 3 warm-ups; peak = max allocated above the inputs')
+               f'median of {repeat} after {warmup} warm-up(s); peak = max allocated above the inputs')
+    _cpu_note(device)
     rows = []
     variants = [('reference', True)] + ([('kernel', False)] if device.type == 'cuda' else [])
     if device.type == 'cuda' and not kernel_available():
@@ -114,29 +136,33 @@ def sampler(N, M, C, H, sphere, dtype, device, repeat):
                 f, _ = dual_sphere_features(a, b, points, 1.0, sphere)
                 torch.autograd.grad(f, (a, b), up.to(f.dtype), allow_unused=True)
 
-            f_ms, f_mem = _time_ms(fwd, device, 3, repeat)
-            fb_ms, fb_mem = _time_ms(fwd_bwd, device, 3, repeat)
+            f_ms, f_mem = _time_ms(fwd, device, warmup, repeat)
+            fb_ms, fb_mem = _time_ms(fwd_bwd, device, warmup, repeat)
         rows.append((name, f_ms, f_mem, fb_ms, fb_mem))
     click.echo(f'{"":10s} {"forward ms":>11s} {"peak MiB":>9s} {"fwd+bwd ms":>11s} {"peak MiB":>9s}')
     for name, f_ms, f_mem, fb_ms, fb_mem in rows:
-        click.echo(f'{name:10s} {f_ms:11.3f} {f_mem:9.1f} {fb_ms:11.3f} {fb_mem:9.1f}')
+        click.echo(f'{name:10s} {f_ms:11.3f} {_mib(f_mem):>9s} {fb_ms:11.3f} {_mib(fb_mem):>9s}')
     if len(rows) == 2:
         click.echo(f'speed-up: forward {rows[0][1] / rows[1][1]:.1f}x, forward+backward {rows[0][3] / rows[1][3]:.1f}x')
 
 
 @bench.command()
-@click.option('--network', default='random:paper', show_default=True, help="Network: .safetensors, .pkl or 'random:<preset>'.")
-@click.option('--device', default='cuda' if torch.cuda.is_available() else 'cpu', show_default=True)
-@click.option('--batch', type=int, default=1, show_default=True)
-@click.option('--sphere', type=click.Choice(['A', 'B', 'fused']), default='fused', show_default=True)
-@click.option('--repeat', type=int, default=10, show_default=True)
+@cc.network_option(default='random:paper')
+@cc.device_option()
+@click.option('--batch', type=click.IntRange(1, 256), default=1, show_default=True)
+@cc.sphere_option()
+@click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='Timed runs  [default: 10 on CUDA, 3 on CPU]')
 def render(network, device, batch, sphere, repeat):
     """G.synthesis end to end (deterministic, const noise), ms per stage: kernel vs reference sampler."""
     from spherehead.camera import lookat
     from spherehead.checkpoint import load_generator
     from spherehead.ops.dual_sphere import kernel_available
     device = torch.device(device)
+    repeat, warmup = _defaults(torch.device(device), repeat or (10 if device.type == 'cuda' else None), 2)
     G = load_generator(network, device)
+    if sphere != 'fused' and not G.config.is_sphere:
+        raise click.BadParameter(f'this network is a {G.config.representation}, without spheres; leave --sphere '
+                                 f'at fused', param_hint=f"'--sphere {sphere}'")
     cfg, r = G.config, G.config.rendering
     z = torch.randn(batch, G.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
     c = lookat(30.0, 10.0, device=device).expand(batch, -1)
@@ -144,7 +170,8 @@ def render(network, device, batch, sphere, repeat):
     click.echo(f'network {network}: {G.provenance}; {cfg.representation}, {cfg.img_resolution} px out, '
                f'raw {r.neural_rendering_resolution} px, {r.depth_resolution}+{r.depth_resolution_importance} samples, '
                f'planes {cfg.triplane_size} px x {cfg.feature_channels} ch; batch {batch}, sphere {sphere}; '
-               f'deterministic, noise const; ms median of {repeat} after 2 warm-ups')
+               f'deterministic, noise const; ms median of {repeat} after {warmup} warm-up(s)')
+    _cpu_note(device)
     variants = [('reference', True)]
     if device.type == 'cuda' and cfg.is_sphere:
         if kernel_available():
@@ -156,7 +183,7 @@ def render(network, device, batch, sphere, repeat):
         for name, disable in variants:
             with _Env(disable):
                 runs = []
-                for i in range(2 + repeat):
+                for i in range(warmup + repeat):
                     timings: dict = {}
                     _sync(device)
                     import time
@@ -164,7 +191,7 @@ def render(network, device, batch, sphere, repeat):
                     G.synthesis(ws, c, sphere=sphere, noise_mode='const', deterministic=True, timings=timings)
                     _sync(device)
                     timings['total'] = time.perf_counter() - t0
-                    if i >= 2:
+                    if i >= warmup:
                         runs.append(timings)
             parts = ', '.join(f'{k} {1000 * statistics.median(t[k] for t in runs):.1f}'
                               for k in ('backbone', 'render', 'superres', 'total'))
