@@ -148,6 +148,9 @@ CASES = [
     (['metrics', *TINY, '--metrics', 'mirror_score', '--device', 'gpu'], 2, ["'gpu'"]),
     (['metrics', *TINY, '--metrics', 'mirror_score', '--seed', '-1'], 2, ['--seed']),
     (['metrics', '--network', '{missing}', '--metrics', 'mirror_score'], 2, ['no such file']),
+    (['view', '--snapshot', '{out}/snap'], 2, ['snap', '.png']),
+    (['view', '--pitch', '100'], 2, ['100']),
+    (['view', '{missing}'], 2, ['no such file']),
     # the top level
     (['nope'], 2, ["'nope'"]),
     (['--bogus'], 2, ['--bogus']),
