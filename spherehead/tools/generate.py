@@ -167,8 +167,9 @@ def generate(network, seeds, yaws, pitch, truncation_psi, sphere, outputs, grid,
             assert img.shape[:2] == (size * len(seeds), size * len(yaws))
             PIL.Image.fromarray(img).save(out_dir / name)
             written.append(out_dir / name)
-    what = (f'{len(written)} grid image(s) of {len(seeds)} seeds x {len(yaws)} yaws' if grid
-            else f'{len(written)} images')
+    plural = 's' if len(written) != 1 else ''
+    what = (f'{len(written)} grid image{plural} of {len(seeds)} seeds x {len(yaws)} yaws' if grid
+            else f'{len(written)} image{plural}')
     span = written[0].name + (f' .. {written[-1].name}' if len(written) > 1 else '')
     note = f'; replaced {replaced} existing file(s)' if replaced else ''
     click.echo(f'wrote {what} to {out_dir} ({span}){note}; network: {G.provenance}')
