@@ -431,7 +431,7 @@ def trunc_option(default: float = 0.7, **kwargs):
 def sphere_option(default: str = 'fused', **kwargs):
     """``--sphere A|B|fused`` (A = F1, B = F2)."""
     from spherehead.config import SPHERE_MODES
-    kwargs.setdefault('help', 'which sphere renders: A (F1), B (F2) or fused; tri-plane/tri-grid models ignore it')
+    kwargs.setdefault('help', 'which sphere renders: A (F1), B (F2) or fused (tri-plane / tri-grid models: fused only)')
     return click.option('--sphere', type=click.Choice(SPHERE_MODES), default=default, show_default=True, **kwargs)
 
 
