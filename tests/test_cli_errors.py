@@ -109,6 +109,8 @@ CASES = [
     (['dataset', 'synth', '--out', '{out}/d.zip', '--seed', '-1'], 2, ['--seed']),
     (['dataset', 'synth', '--out', '{out}/d.zip', '--front-bias', '2'], 2, ['--front-bias']),
     (['dataset', 'synth'], 2, ['--out']),
+    (['dataset', 'synth', '--out', '{file}/d.zip'], 2, ['a_file', 'is a file']),
+    (['dataset', 'pack', '{folder}', '--out', '{file}/p', '--resolution', '8'], 2, ['a_file', 'is a file']),
     (['dataset', 'sheet', '--out', '{out}/sheet'], 2, ['sheet', '.png']),
     (['dataset', 'sheet', '--out', '{folder}'], 2, ['a_folder', 'is a folder']),
     (['dataset', 'sheet', '--out', '{file}/x.png'], 2, ['a_file', 'is a file']),

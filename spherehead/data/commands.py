@@ -20,7 +20,7 @@ def dataset() -> None:
 
 
 @dataset.command()
-@click.option('--out', required=True, type=click.Path(dir_okay=True), help='Output .zip, or a folder for any other name.')
+@click.option('--out', required=True, type=cc.OutputPath(), help='Output .zip, or a folder for any other name.')
 @click.option('--count', default=1000, show_default=True, type=click.IntRange(min=1), help='Number of images.')
 @click.option('--resolution', default=128, show_default=True, type=click.IntRange(8, 2048),
               help='Image size R (R x R), 8..2048.')
@@ -48,7 +48,7 @@ def synth(out, count, resolution, seed, front_bias, supersample, workers, overwr
 
 @dataset.command()
 @click.argument('source', type=click.Path())
-@click.option('--out', required=True, type=click.Path(), help='Output .zip, or a folder for any other name.')
+@click.option('--out', required=True, type=cc.OutputPath(), help='Output .zip, or a folder for any other name.')
 @click.option('--resolution', required=True, type=click.IntRange(8, MAX_RESOLUTION),
               help=f'Output size R (R x R), 8..{MAX_RESOLUTION}.')
 @click.option('--parsing', type=click.Path(), default=None, help='Folder/zip of parsing maps (default: SOURCE/parsing).')

@@ -383,6 +383,18 @@ class OutputDir(click.ParamType):
         return text
 
 
+class OutputPath(click.ParamType):
+    """A file or folder to be written (any name) -> str; refused when its parent folder cannot be made."""
+    name = 'path'
+
+    def convert(self, value, param, ctx) -> str:
+        text = str(value)
+        why = _check_creatable(Path(text).parent)
+        if why:
+            self.fail(f'{text!r}: cannot create its folder ({why}); choose another path', param, ctx)
+        return text
+
+
 def make_dir(path: str | os.PathLike) -> Path:
     """Create a folder (and parents); a failure is a UserError naming it."""
     path = Path(path)
