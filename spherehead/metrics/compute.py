@@ -9,7 +9,7 @@ Names (see docs/metrics.md):
   fid_back      ... |yaw| >= 135
   fid3d         FID with the generator conditioned on a frontal camera and rendered at dataset poses
   ff_rate       fraction of seeds whose back views (yaw 150-210) show a face (face classifier)
-  mirror_score  how much the back view repeats the mirrored front view (0 = no more than chance)
+  mirror_score  how much the back view repeats the mirrored front view (1 = exactly, 0 = unrelated)
 
 The FID / KID metrics need a dataset and the Inception network file; ff_rate and
 mirror_score need neither. ``num`` sets the number of generated images (seeds for ff_rate
@@ -46,7 +46,7 @@ _SPECS = (
     MetricSpec('fid_back', 10000, True, 'FID of the back view bin (|yaw| >= 135)'),
     MetricSpec('fid3d', 50000, True, 'FID, conditioned on a frontal camera, rendered at dataset poses'),
     MetricSpec('ff_rate', 1000, False, 'fraction of seeds whose back views (yaw 150-210) show a face'),
-    MetricSpec('mirror_score', 1000, False, 'back view vs mirrored front view, above chance'),
+    MetricSpec('mirror_score', 1000, False, 'correlation of back view and mirrored front view details'),
 )
 SPECS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
 METRICS: tuple[str, ...] = tuple(SPECS)
@@ -175,7 +175,7 @@ def _ff(ctx: _Context, num: int) -> float:
 
 def _mirror(ctx: _Context, num: int) -> float:
     from spherehead.metrics.mirror import mirror_score
-    return mirror_score(ctx.G, max(num, 2), ctx.seed, ctx.device, ctx.batch_size, ctx.progress)
+    return mirror_score(ctx.G, num, ctx.seed, ctx.device, ctx.batch_size, ctx.progress)
 
 
 _RUN: dict[str, Callable[[_Context, int], float]] = {

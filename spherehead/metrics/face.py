@@ -1,6 +1,6 @@
 """The face-visible classifier behind ``ff_rate``: does an image of a head show a face?
 
-A small convolutional network (about 60k weights, shipped as
+A small convolutional network (about 150k weights, shipped as
 ``spherehead/assets/face_classifier.safetensors``) trained on the synthetic heads of
 ``spherehead.data.synth``, whose renderer knows which pixels are eyes, brows and lips: an
 image counts as "face visible" when its parsing map has at least ``MIN_EYE_PIXELS`` eye/brow
@@ -36,20 +36,26 @@ def face_visible(parsing: np.ndarray) -> bool:
 
 
 class FaceClassifier(torch.nn.Module):
-    """images [N, 3, 64, 64] in [-1, 1] -> face logits [N]."""
+    """images [N, 3, 64, 64] in [-1, 1] -> face logits [N].
 
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 64)):
+    Four stride-2 convolutions (64 -> 4 px), then the mean and the maximum of the last
+    features over positions (the maximum lets a small face anywhere in the image count), then
+    a linear layer.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (24, 48, 96, 96)):
         super().__init__()
         layers, c_in = [], 3
         for c in channels:   # each conv halves the size: 64 -> 4
             layers += [torch.nn.Conv2d(c_in, c, 3, stride=2, padding=1), torch.nn.LeakyReLU(0.2)]
             c_in = c
         self.features = torch.nn.Sequential(*layers)
-        self.head = torch.nn.Linear(c_in, 1)
+        self.head = torch.nn.Linear(2 * c_in, 1)
         self.channels = tuple(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean((2, 3)))[:, 0]
+        f = self.features(x)
+        return self.head(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1))[:, 0]
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:

@@ -4,17 +4,18 @@ A tri-plane stores one feature per (x, y) for the front and the back of the head
 its typical artifact is a back view that repeats the face, mirrored left-right (a camera at
 yaw 180 sees +x on the other side of the image). The score compares the detail of the two:
 
-1. render each seed at yaw 0 and yaw 180 (pitch 0, conditioned on the frontal camera), as
-   grey images at most 128 px, with their foreground masks;
-2. flip the front view left-right; keep only the high frequencies of both (grey minus a
-   Gaussian blur of sigma = size / 32), so that silhouette and shading, which every head
-   shares between front and back, do not count;
-3. Pearson correlation of the two detail images over pixels where both masks exceed 0.5;
-4. score = mean correlation of each seed with itself minus mean correlation of each seed's
-   mirrored front with the next seed's back (a chance level from unrelated heads).
+1. render each seed at yaw 0 and yaw 180 (pitch 0, conditioned on the frontal camera), at
+   most 128 px, with the foreground masks;
+2. flip the front view left-right; keep only the high frequencies of both grey images (grey
+   minus a Gaussian blur of sigma = size / 32), so that shading and colour, which front and
+   back share, do not count;
+3. Pearson correlation of the two detail images over the pixels inside both foregrounds,
+   eroded by 3 sigmas so that the silhouette's edge (the same from the front and the back)
+   does not count either;
+4. score = the mean correlation over the seeds.
 
-0: the back resembles the mirrored face no more than another head's back does; 1: the back
-is the mirrored front. docs/metrics.md gives the figures on synthetic heads and on models.
+1: the back view is the mirrored front; 0: their details are unrelated. On the synthetic
+heads (a true back of the head) it is 0.000; docs/metrics.md has the figures.
 """
 from __future__ import annotations
 
@@ -48,16 +49,24 @@ def detail(images: torch.Tensor) -> torch.Tensor:
 
 
 def _prepare(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(detail [N, 1, S, S], eroded foreground [N, 1, S, S] bool) at S = min(size, 128).
+
+    The foreground (mask > 0.5) is eroded by 3 blur sigmas, so that the silhouette's edge,
+    which the high-pass keeps and which front and back views share, does not count.
+    """
     size = min(images.shape[-1], MAX_SIZE)
     if images.shape[-1] != size:
         images = F.interpolate(images.float(), size=(size, size), mode='area')
-    masks = F.interpolate(masks.float(), size=(size, size), mode='bilinear', align_corners=False)
-    return detail(images), masks > 0.5
+    fg = (F.interpolate(masks.float(), size=(size, size), mode='bilinear', align_corners=False) > 0.5).float()
+    r = max(1, int(math.ceil(3 * size / 32)))
+    fg = -F.max_pool2d(-F.pad(fg, (r, r, r, r), value=0.0), 2 * r + 1, stride=1)
+    return detail(images), fg > 0.5
 
 
 def correlations(front: torch.Tensor, back: torch.Tensor, front_mask: torch.Tensor, back_mask: torch.Tensor,
                  shift: int = 0) -> torch.Tensor:
-    """[N] correlation of mirrored front detail i with back detail (i + shift) mod N.
+    """[N] correlation of mirrored front detail i with back detail (i + shift) mod N (shift != 0:
+    pairs of different heads, a chance level).
 
     front, back: [N, 3, H, W] in [-1, 1]; masks [N, 1, h, w] in [0, 1] (any size; resized).
     Pairs whose common foreground has fewer than 16 pixels give 0.
@@ -76,12 +85,8 @@ def correlations(front: torch.Tensor, back: torch.Tensor, front_mask: torch.Tens
 
 
 def score_from_views(front, back, front_mask, back_mask) -> float:
-    """The mirror score of N >= 2 heads given their front and back views (see the module docstring)."""
-    if front.shape[0] < 2:
-        raise ValueError('mirror score: need at least 2 heads (the chance level pairs different heads)')
-    same = correlations(front, back, front_mask, back_mask, 0)
-    other = correlations(front, back, front_mask, back_mask, 1)
-    return float(same.mean() - other.mean())
+    """The mirror score of N heads given their front and back views (see the module docstring)."""
+    return float(correlations(front, back, front_mask, back_mask, 0).mean())
 
 
 @torch.no_grad()
@@ -111,5 +116,5 @@ def render_front_back(G, num: int, seed: int = 0, device: str | torch.device = '
 
 def mirror_score(G, num: int, seed: int = 0, device: str | torch.device = 'cpu', batch_size: int = 8,
                  progress: bool = True) -> float:
-    """The mirror score of ``num`` >= 2 seeds of generator G."""
+    """The mirror score of ``num`` seeds of generator G."""
     return score_from_views(*render_front_back(G, num, seed, device, batch_size, progress))
