@@ -258,3 +258,13 @@ def test_cli_refuses_bad_arguments_in_one_line_and_prints_json(tmp_path, monkeyp
     assert r.exit_code == 0, r.output
     record = json.loads(r.output.strip().splitlines()[-1])
     assert set(record['results']) == {'mirror_score'} and json.loads(out.read_text())['results'] == record['results']
+
+
+@pytest.mark.cuda
+def test_cpu_and_cuda_give_the_same_numbers(standin, heads):
+    names = ['fid50k_full', 'kid50k_full', 'fid_front', 'fid3d', 'ff_rate', 'mirror_score']
+    cpu = compute_metrics(sh.load_generator('random:tiny'), heads, names, num=4, inception=standin, progress=False)
+    gpu = compute_metrics(sh.load_generator('random:tiny', device='cuda'), heads, names, num=4, device='cuda',
+                          inception=standin, progress=False)
+    for name in names:
+        assert gpu[name] == pytest.approx(cpu[name], rel=1e-3, abs=1e-4), name

@@ -4,9 +4,10 @@
 
 Training images: ``count`` synthetic heads (dataset seed ``seed``, uniform yaw over 360
 degrees, the synthetic pitch spread) at 64 x 64 with 2 x 2 anti-aliasing, labelled by
-``spherehead.metrics.face.face_visible`` from their parsing maps. Augmentation: horizontal
-flips, shifts of up to 4 pixels, brightness / contrast / colour jitter, blur, noise (the
-generator's images are softer and noisier than the ray-cast ones). Validation uses heads of
+``spherehead.metrics.face.face_visible`` from their parsing maps, plus 8 smooth colour-noise
+negatives per batch of 64 (an untrained generator draws such images). Augmentation:
+horizontal flips, shifts of up to 4 pixels, brightness / contrast / colour jitter, blur,
+noise (the generator's images are softer and noisier than the ray-cast ones). Validation uses heads of
 another dataset seed that training never saw; the figures it prints are the ones in
 docs/metrics.md.
 """
@@ -60,8 +61,21 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(-1, 1)
 
 
+def noise_images(n: int, gen: torch.Generator) -> torch.Tensor:
+    """[n, 3, 64, 64] smooth random colour noise in [-1, 1]: negatives that look like nothing (an
+    untrained generator's output), so that speckle is not taken for eyes."""
+    out = []
+    for _ in range(n):
+        s = int(2 ** torch.randint(0, 4, (1,), generator=gen).item())          # feature size 1..8 px
+        x = torch.randn(1, 3, INPUT_SIZE // s, INPUT_SIZE // s, generator=gen)
+        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode='bilinear', align_corners=False)
+        scale = 0.1 + 0.6 * torch.rand(1, generator=gen)
+        out.append(x * scale + 0.8 * (torch.rand(1, 3, 1, 1, generator=gen) - 0.5))
+    return torch.cat(out).clamp(-1, 1)
+
+
 def train(images: torch.Tensor, labels: torch.Tensor, steps: int, batch: int = 64, lr: float = 2e-3,
-          seed: int = 0, progress: bool = True) -> FaceClassifier:
+          seed: int = 0, progress: bool = True, noise_per_batch: int = 8) -> FaceClassifier:
     from tqdm import tqdm
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -72,9 +86,10 @@ def train(images: torch.Tensor, labels: torch.Tensor, steps: int, batch: int = 6
     y_all = labels.float()
     bar = tqdm(range(steps), desc='train', disable=not progress, leave=False)
     for _ in bar:
-        idx = torch.randint(len(x_all), (batch,), generator=gen)
-        logits = model(augment(x_all[idx], gen))
-        loss = F.binary_cross_entropy_with_logits(logits, y_all[idx])
+        idx = torch.randint(len(x_all), (batch - noise_per_batch,), generator=gen)
+        x = torch.cat([augment(x_all[idx], gen), noise_images(noise_per_batch, gen)])
+        y = torch.cat([y_all[idx], torch.zeros(noise_per_batch)])
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -106,14 +121,24 @@ def validate(model: FaceClassifier, seed: int, count: int, heads: int, progress:
     out['protocol_heads'] = heads
     out['ff_rate_back_views'] = protocol_rate(model, seed, heads, BACK_YAWS, progress)
     out['face_rate_front_views'] = protocol_rate(model, seed, heads, FRONT_YAWS, progress)
+    out['face_rate_noise_images'] = float((face_probability(model, noise_images(1000, torch.Generator().manual_seed(seed)))
+                                           > 0.5).float().mean())
+    out['ff_rate_untrained_random_tiny_100_seeds'] = untrained_rate(model, 100)
     return out
+
+
+def untrained_rate(model: FaceClassifier, seeds: int) -> float:
+    """ff_rate of an untrained generator (random:tiny): its images are noise, so ideally 0."""
+    from spherehead.checkpoint import load_generator
+    from spherehead.metrics.ff_rate import ff_rate
+    return ff_rate(load_generator('random:tiny'), seeds, progress=False, classifier=model)[0]
 
 
 @click.command()
 @click.option('--out', required=True, type=click.Path(dir_okay=False), help='Output .safetensors.')
 @click.option('--count', default=12000, show_default=True, help='Training images.')
 @click.option('--seed', default=1000, show_default=True, help='Synthetic dataset seed of the training images.')
-@click.option('--steps', default=4000, show_default=True, help='Optimiser steps (batch 64).')
+@click.option('--steps', default=6000, show_default=True, help='Optimiser steps (batch 64).')
 @click.option('--val-seed', default=2000, show_default=True, help='Synthetic dataset seed of the validation images.')
 @click.option('--val-count', default=2000, show_default=True, help='Validation images (random views).')
 @click.option('--val-heads', default=500, show_default=True, help='Heads for the front / back view protocol rates.')

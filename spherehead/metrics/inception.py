@@ -23,7 +23,6 @@ is acceptable where a pickle is not.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickletools
@@ -120,9 +119,6 @@ class FeatureNetwork:
         """File name, size and modification time: enough to tell cached statistics of another file."""
         st = self.path.stat()
         return f'{self.path.name}:{st.st_size}:{int(st.st_mtime)}'
-
-    def digest(self) -> str:
-        return hashlib.sha1(self.identity.encode()).hexdigest()[:12]
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

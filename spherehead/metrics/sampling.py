@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 
 def latents(G, seeds: list[int] | np.ndarray) -> torch.Tensor:
-    """[len(seeds), z_dim] float32; seed s gives the z of ``spherehead generate --seeds s``."""
-    return torch.from_numpy(np.concatenate([np.random.RandomState(int(s)).randn(1, G.z_dim) for s in seeds])).float()
+    """[len(seeds), z_dim] float32; seed s gives the z of ``spherehead generate --seeds s`` (taken mod 2**32)."""
+    return torch.from_numpy(np.concatenate([np.random.RandomState(int(s) % 2 ** 32).randn(1, G.z_dim)
+                                            for s in seeds])).float()
 
 
 def pick_indices(pool_size: int, num: int, seed: int, stream: int) -> np.ndarray:
