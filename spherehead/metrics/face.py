@@ -1,13 +1,13 @@
 """The face-visible classifier behind ``ff_rate``: does an image of a head show a face?
 
-A small convolutional network (about 150k weights, shipped as
+A small convolutional network (136k weights, shipped as
 ``spherehead/assets/face_classifier.safetensors``) trained on the synthetic heads of
 ``spherehead.data.synth``, whose renderer knows which pixels are eyes, brows and lips: an
 image counts as "face visible" when its parsing map has at least ``MIN_EYE_PIXELS`` eye/brow
 pixels and ``MIN_LIP_PIXELS`` lip/mouth pixels at 64 x 64 (true up to about 80 degrees of
-yaw). ``spherehead.metrics.face_train`` reproduces the file; docs/metrics.md gives its
-validation. It knows synthetic heads only: on photographs (FFHQ, WildHead) its output means
-nothing, and ``ff_rate`` on models trained on real data needs a photo face detector instead.
+yaw). ``spherehead.metrics.face_train`` rebuilds the file; docs/metrics.md gives its
+validation. It knows synthetic heads only and was never validated on photographs (FFHQ,
+WildHead): ``ff_rate`` on models trained on real data needs a photo face detector instead.
 """
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def load_torchscript(path: str | os.PathLike, device: str | torch.device = 'cpu'
     """Load a feature network file (TorchScript archive, or a .pkl embedding one) in eval mode on ``device``."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():   # torch 2.10+ marks TorchScript deprecated; loading still works
+        with warnings.catch_warnings():   # torch 2.13 marks TorchScript deprecated; loading still works
             warnings.simplefilter('ignore', DeprecationWarning)
             return _load(path).eval().to(device)
     except UserError:
