@@ -130,15 +130,17 @@ def newest_snapshot(run_dir: str | os.PathLike, prefix: str = SNAPSHOT_PREFIX,
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f'{run_dir}: not a folder; give a training run folder (it holds {prefix}*{suffix} files)')
-    best: tuple[int, Path] | None = None
+    best: tuple[float, Path] | None = None
     for entry in os.scandir(run_dir):
         name = entry.name
+        # kimg digits, or kimg with decimals for snapshots less than 1 kimg apart ('000000.064')
         digits = name[len(prefix):len(name) - len(suffix)]
-        if not (name.startswith(prefix) and name.endswith(suffix) and digits.isascii() and digits.isdigit()
-                and entry.is_file()):
+        whole, _, frac = digits.partition('.')
+        if not (name.startswith(prefix) and name.endswith(suffix) and whole.isascii() and whole.isdigit()
+                and (not frac or (frac.isascii() and frac.isdigit())) and entry.is_file()):
             continue
-        if best is None or int(digits) > best[0]:
-            best = (int(digits), Path(entry.path))
+        if best is None or float(digits) > best[0]:
+            best = (float(digits), Path(entry.path))
     return best[1] if best else None
 
 

@@ -184,11 +184,11 @@ class DiscriminatorConfig:
 
 def discriminator_config_for(g: GeneratorConfig, **overrides: Any) -> DiscriminatorConfig:
     """The discriminator that trains generator config ``g``: same resolution, a mask channel
-    (PanoHead / SphereHead), parsing channels when G has a parsing branch, and a channel
-    budget scaled like G's (EG3D pairs cbase 32768 / cmax 512 with 512 px)."""
+    (PanoHead / SphereHead), parsing channels when G has a parsing branch, and G's channel
+    budget (EG3D pairs its G and D at cbase 32768 / cmax 512)."""
     d = DiscriminatorConfig(img_resolution=g.img_resolution, mask_channels=1,
                             parsing_channels=NUM_PARSING_CLASSES if g.use_parsing else 0,
-                            channel_base=min(32768, g.channel_base * 2), channel_max=min(512, g.channel_max * 2))
+                            channel_base=g.channel_base, channel_max=g.channel_max)
     return dataclasses.replace(d, **overrides)
 
 
@@ -213,11 +213,15 @@ def _paper() -> GeneratorConfig:
 
 def _demo() -> GeneratorConfig:
     # Sized to run interactively on a 2-core CPU: 64 px raw render, 2x SR to 128, 12+12 samples.
+    # Background net on: without it the raw image's background is one colour, which a D that
+    # sees varied real backgrounds (minibatch std) tells apart at once. No camera-offset net:
+    # it exists for noisy real poses; the synthetic heads it trains on have exact cameras, and
+    # unregularised per-sample offsets ran away (cameras moved by > 1 unit) in a first run.
     return GeneratorConfig(
         representation='dual_sphere', z_dim=128, w_dim=128, img_resolution=128, triplane_size=64,
         feature_channels=32, backbone_channels=128, head_hidden_channels=64, channel_base=4096,
         channel_max=128, mapping_layers=2, superresolution='hybrid2x', sr_channels=(64, 32),
-        use_parsing=True, use_background=False, use_torgb_raw=True, use_camera_offset=True,
+        use_parsing=True, use_background=True, use_torgb_raw=True, use_camera_offset=False,
         rendering=RenderingConfig(depth_resolution=12, depth_resolution_importance=12,
                                   neural_rendering_resolution=64, box_crop=0.1),
     )

@@ -119,22 +119,30 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _pyspng():
+    """The pyspng module (fast PNG decoding), or None where it is not installed (Pillow decodes then)."""
+    try:
+        import pyspng
+        return pyspng
+    except ImportError:
+        return None
+
+
 def decode_image(data: bytes, where: str, channels: int = 3) -> np.ndarray:
     """Decode PNG (pyspng) or other formats (Pillow) to uint8 [H, W, channels] (channels 3) or [H, W] (channels 1).
 
     Raises DatasetError naming ``where`` for unreadable or truncated files.
     """
     try:
-        if data[:8] == PNG_SIGNATURE:
-            import pyspng
-            arr = pyspng.load(data)
+        if data[:8] == PNG_SIGNATURE and _pyspng() is not None:
+            arr = _pyspng().load(data)
             if arr.dtype == np.uint16:
                 arr = (arr >> 8).astype(np.uint8)
         else:
             from PIL import Image
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
-                arr = np.asarray(im.convert('RGB' if channels == 3 else 'L'))
+                arr = np.array(im.convert('RGB' if channels == 3 else 'L'))   # writable (torch.from_numpy)
     except Exception as e:  # decoders raise many types for corrupt data
         reason = 'not a recognised image format' if type(e).__name__ == 'UnidentifiedImageError' else \
             f'{type(e).__name__}: {e}'

@@ -37,7 +37,10 @@ def filtered_resizing(img: torch.Tensor, size: int, f: torch.Tensor, filter_mode
     (0, 1): (1 - a) * plain + a * antialiased.
     """
     if filter_mode == 'antialiased':
-        return F.interpolate(img, size=(size, size), mode='bilinear', align_corners=False, antialias=True)
+        # Upsampling: antialiasing changes nothing (same values to ~1e-7), so take plain bilinear,
+        # whose double backward (R1 on the raw image, mask and parsing) is much cheaper.
+        return F.interpolate(img, size=(size, size), mode='bilinear', align_corners=False,
+                             antialias=size < img.shape[-1])
     if filter_mode == 'none':
         return F.interpolate(img, size=(size, size), mode='bilinear', align_corners=False)
     if filter_mode == 'classic':

@@ -42,8 +42,10 @@ class Generator(torch.nn.Module):
         self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, cfg.c_dim, cfg.w_dim
         self.img_resolution = cfg.img_resolution
         C = cfg.feature_channels
+        # Grouped (fused) modulated convolutions only at inference; training uses the plain form,
+        # as the StyleGAN2 family does (same values, faster and lighter gradients).
         synthesis_kwargs = dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max, num_fp16_res=0,
-                                conv_clamp=cfg.conv_clamp)
+                                conv_clamp=cfg.conv_clamp, fused_modconv_default='inference_only')
         mapping_kwargs = dict(num_layers=cfg.mapping_layers)
         self.backbone = StyleGAN2Backbone(cfg.z_dim, cfg.c_dim, cfg.w_dim, img_resolution=cfg.triplane_size,
                                           img_channels=cfg.backbone_out_channels, mapping_kwargs=mapping_kwargs,
@@ -62,7 +64,8 @@ class Generator(torch.nn.Module):
             self.superresolution = SuperResolution(cfg.superresolution, channels=C, img_resolution=cfg.img_resolution,
                                                    w_dim=cfg.w_dim, sr_channels=cfg.sr_channels,
                                                    sr_antialias=r.sr_antialias, conv_clamp=cfg.conv_clamp,
-                                                   num_fp16_res=cfg.sr_num_fp16_res)
+                                                   num_fp16_res=cfg.sr_num_fp16_res,
+                                                   fused_modconv_default='inference_only')
         self.bcg_synthesis = None
         if cfg.use_background:
             bcg_kwargs = dict(synthesis_kwargs, channel_base=cfg.channel_base // 2)
@@ -102,7 +105,7 @@ class Generator(torch.nn.Module):
         delta = self.t_mapping(z, self._conditioning(c), truncation_psi=truncation_psi,
                                truncation_cutoff=truncation_cutoff, update_emas=update_emas)[:, 0]
         offset = torch.zeros_like(c)
-        offset[:, [3, 7, 11]] = delta
+        offset[:, [3, 7, 11]] = delta.to(offset.dtype)   # the net may run under bf16 autocast
         return c + offset
 
     # ------------------------------------------------------------------ planes
@@ -142,13 +145,14 @@ class Generator(torch.nn.Module):
                   deterministic: bool = False, neural_rendering_resolution: int | None = None,
                   depth_resolution: int | None = None, depth_resolution_importance: int | None = None,
                   planes: Planes | None = None, timings: dict | None = None,
-                  update_emas: bool = False) -> dict[str, torch.Tensor]:
+                  update_emas: bool = False, ws_bcg: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Render ws [N, num_ws, w_dim] from cameras c [N, 25] (or [1, 25] for all).
 
         Returns image [N,3,H,W] in [-1,1], image_raw [N,3,h,w], image_depth [N,1,h,w] (world
         units), image_mask [N,1,h,w] in [0,1], image_xyz [N,3,h,w] (expected surface point),
         image_parsing [N,20,h,w] (with a parsing branch), sphere_weight [N,1,h,w] (sphere models).
-        ``planes`` reuses a backbone_planes() result; ``timings`` receives seconds per stage.
+        ``planes`` reuses a backbone_planes() result; ``timings`` receives seconds per stage;
+        ``ws_bcg`` [N, num_ws, w_dim] drives the background net instead of ``ws`` (training swaps it).
         """
         cfg, r = self.config, self.config.rendering
         N = ws.shape[0]
@@ -171,7 +175,8 @@ class Generator(torch.nn.Module):
             if r.decoder_activation == 'sigmoid':
                 features = features * 2 - 1
             if self.bcg_synthesis is not None:
-                features = features + (1 - mask) * self._background(ws, noise_mode, res, update_emas)
+                features = features + (1 - mask) * self._background(ws if ws_bcg is None else ws_bcg,
+                                                                     noise_mode, res, update_emas)
             raw = self.torgb(features, ws[:, -1], fused_modconv=False) if self.torgb is not None else features[:, :3]
             result = {'image_raw': raw, 'image_depth': depth, 'image_mask': mask.clamp(0, 1),
                       'image_xyz': to_image(origins + out.depth * directions)}

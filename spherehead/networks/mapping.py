@@ -83,7 +83,7 @@ class MappingNetwork(nn.Module):
             x = getattr(self, f'fc{idx}')(x)
 
         if update_emas and self.tracks_w_avg:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            self.w_avg.copy_(x.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))   # fp32 under autocast
 
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
