@@ -88,9 +88,58 @@ def _cpu_note(device: torch.device) -> None:
                    f'peak memory is measured on CUDA only (shown as -); figures that matter come from a GPU')
 
 
-@cc.group()
-def bench() -> None:
-    """Benchmarks (speed, memory), printed with date, device, torch version and config."""
+@cc.group(invoke_without_command=True)
+@click.option('--what', type=click.Choice(['sampler', 'render', 'train-step']),
+              help='run one benchmark with the options below (same as the sub-command of that name)')
+@click.option('--config', 'preset_name', type=click.Choice(['tiny', 'demo', 'paper']), default='paper',
+              show_default=True, help='preset (train-step)')
+@click.option('--batch', type=click.IntRange(1, 1024), default=4, show_default=True)
+@click.option('--neural', type=click.IntRange(8, 512), default=None, help='neural rendering resolution (train-step) '
+              '[default: 64, as training starts]')
+@click.option('--precision', type=click.Choice(['fp32', 'bf16']), default='fp32', show_default=True,
+              help='train-step: bf16 autocast on CUDA')
+@cc.device_option()
+@click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='timed runs per measurement')
+@click.pass_context
+def bench(ctx, what, preset_name, batch, neural, precision, device, repeat) -> None:
+    """Benchmarks (speed, memory), printed with date, device, torch version and config.
+
+    \b
+    spherehead bench --what train-step --config paper --batch 4     # one training iteration, split by pass
+    spherehead bench sampler | render ...                           # see each sub-command's --help
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if what is None:
+        click.echo(ctx.get_help())
+        return
+    if what == 'train-step':
+        ctx.invoke(train_step, preset_name=preset_name, batch=batch, neural=neural, precision=precision,
+                   device=device, repeat=repeat)
+    elif what == 'sampler':
+        ctx.invoke(sampler, N=batch, device=device, repeat=repeat)
+    else:
+        ctx.invoke(render, network=f'random:{preset_name}', batch=batch, device=device, repeat=repeat)
+
+
+@bench.command(name='train-step')
+@click.option('--config', 'preset_name', type=click.Choice(['tiny', 'demo', 'paper']), default='paper', show_default=True)
+@click.option('--batch', type=click.IntRange(1, 1024), default=4, show_default=True)
+@click.option('--neural', type=click.IntRange(8, 512), default=None, help='neural rendering resolution [default: 64]')
+@click.option('--precision', type=click.Choice(['fp32', 'bf16']), default='fp32', show_default=True)
+@cc.device_option()
+@click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='Timed runs  [default: 10 on CUDA, 2 on CPU]')
+def train_step(preset_name, batch, neural, precision, device, repeat):
+    """One training iteration (G, density reg, D with ViCo, R1), ms per pass and amortised, img/s, peak memory."""
+    from spherehead.train.bench_step import bench_train_step
+    device = torch.device(device)
+    repeat = repeat or (10 if device.type == 'cuda' else 2)
+    click.echo(_header(device))
+    _cpu_note(device)
+    timing = bench_train_step(preset_name, batch, device, neural_res=neural, precision=precision,
+                              warmup=3 if device.type == 'cuda' else 1, repeat=repeat)
+    for line in timing.lines():
+        click.echo(line)
 
 
 @bench.command()

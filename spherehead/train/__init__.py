@@ -1,0 +1,2 @@
+"""Training: configuration, phase schedule, losses, data streams, EMA, snapshots, distributed
+helpers and the loop that ties them together (``train.py`` is the command line)."""

@@ -1,0 +1,113 @@
+"""Timing of one training iteration, split into its passes, on random inputs (no dataset needed).
+
+One iteration = G main pass + D main pass, plus the lazy regularisers amortised: the density
+regulariser every ``density_reg_interval`` G steps and R1 every ``r1_interval`` D steps.
+Each pass is timed with its backward and its Adam step (CUDA events on a GPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import torch
+
+from spherehead.config import NUM_PARSING_CLASSES
+from spherehead.train.config import TrainingConfig, default_config
+from spherehead.train.losses import GANLoss
+from spherehead.train.setup import build_networks
+
+
+@dataclasses.dataclass
+class StepTiming:
+    config: str
+    batch: int
+    neural_res: int
+    precision: str
+    ms: dict[str, float]              # median ms per pass: g_main, g_reg, d_main, d_r1
+    ms_per_iter: float                # amortised over the lazy intervals
+    peak_mib: float                   # peak GPU memory (0 on CPU)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / self.ms_per_iter * 1000
+
+    @property
+    def sec_per_kimg(self) -> float:
+        return self.ms_per_iter / self.batch * 1000 / 1000
+
+    def lines(self) -> list[str]:
+        passes = '  '.join(f'{k} {v:.1f} ms' for k, v in self.ms.items())
+        mem = f'{self.peak_mib:.0f} MiB' if self.peak_mib else '-'
+        return [f'config {self.config}  batch {self.batch}  neural {self.neural_res}  precision {self.precision}',
+                f'per pass (forward + backward + Adam): {passes}',
+                f'iteration (regularisers amortised): {self.ms_per_iter:.1f} ms  {self.images_per_s:.1f} img/s  '
+                f'{self.sec_per_kimg:.1f} s/kimg  peak memory {mem}']
+
+
+def random_batch(cfg: TrainingConfig, n: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A real-looking batch: uint8 images, masks and parsing ids, frontal-ish camera labels."""
+    from spherehead.camera import lookat
+    g = torch.Generator().manual_seed(seed)
+    r = cfg.generator.img_resolution
+    labels = torch.cat([lookat(float(y), 0) for y in torch.linspace(-60, 60, n)])
+    return {'image': torch.randint(0, 256, (n, 3, r, r), generator=g, dtype=torch.uint8).to(device),
+            'mask': torch.randint(0, 256, (n, 1, r, r), generator=g, dtype=torch.uint8).to(device),
+            'parsing': torch.randint(0, NUM_PARSING_CLASSES, (n, 1, r, r), generator=g, dtype=torch.uint8).to(device),
+            'label': labels.to(device)}
+
+
+def _timer(device: torch.device):
+    if device.type == 'cuda':
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        return lambda: (end.record(), end.synchronize(), start.elapsed_time(end))[-1]
+    t0 = time.perf_counter()
+    return lambda: (time.perf_counter() - t0) * 1000
+
+
+def bench_train_step(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
+                     precision: str = 'fp32', warmup: int = 3, repeat: int = 10) -> StepTiming:
+    cfg = default_config(preset_name)
+    if neural_res is not None:
+        cfg = dataclasses.replace(cfg, neural_rendering_resolution_initial=neural_res)
+    res = cfg.neural_rendering_resolution_initial
+    nets = build_networks(cfg, 0)
+    G, D = nets.G.to(device).train().requires_grad_(False), nets.D.to(device).train().requires_grad_(False)
+    loss = GANLoss(G, D, cfg.loss, autocast=precision == 'bf16' and device.type == 'cuda')
+    opt_G = torch.optim.Adam(G.parameters(), lr=1e-6, betas=(0.0, 0.99))
+    opt_D = torch.optim.Adam(D.parameters(), lr=1e-6, betas=(0.0, 0.99))
+    data = random_batch(cfg, batch, device)
+    c = data['label']
+    z = lambda: torch.randn(batch, G.z_dim, device=device)
+
+    def run(net, opt, fn):
+        net.requires_grad_(True)
+        opt.zero_grad(set_to_none=True)
+        fn()
+        opt.step()
+        net.requires_grad_(False)
+
+    passes = {
+        'g_main': lambda: run(G, opt_G, lambda: loss.g_main(z(), c, 'fused', res, 0.0, 0.7)),
+        'g_reg': lambda: run(G, opt_G, lambda: loss.g_density_reg(z(), c, 'fused', 0.7, gain=4)),
+        'd_main': lambda: run(D, opt_D, lambda: loss.d_main(loss.real_inputs(data, res), c, z(), c, 'fused', res,
+                                                             0.0, 0.7, vico_weight=1.0)),
+        'd_r1': lambda: run(D, opt_D, lambda: loss.d_r1(loss.real_inputs(data, res), c, 0.0, gain=16)),
+    }
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    ms: dict[str, float] = {}
+    for name, fn in passes.items():
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeat):
+            stop = _timer(device)
+            fn()
+            times.append(stop())
+        ms[name] = statistics.median(times)
+    l = cfg.loss
+    per_iter = ms['g_main'] + ms['d_main'] + ms['g_reg'] / l.density_reg_interval + ms['d_r1'] / l.r1_interval
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda' else 0.0
+    return StepTiming(preset_name, batch, res, precision, ms, per_iter, peak)

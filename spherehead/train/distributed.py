@@ -1,0 +1,111 @@
+"""torch.distributed helpers for training launched by torchrun (one node or several).
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them the run is a single process.
+GPUs use NCCL, CPUs gloo. Gradients are averaged by one all-reduce of a flat buffer per
+optimiser step (parameters without a gradient in this step contribute zeros), so modules
+that a step did not use (sphere B's head when rendering sphere A) need no special handling.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device('cpu')
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
+
+
+def init(device: str = 'auto') -> DistInfo:
+    """Join the process group torchrun set up (if any) and pick this rank's device.
+
+    device: 'auto' (this rank's GPU when CUDA is available, else CPU), 'cuda' or 'cpu'.
+    """
+    rank = int(os.environ.get('RANK', 0))
+    world = int(os.environ.get('WORLD_SIZE', 1))
+    local = int(os.environ.get('LOCAL_RANK', 0))
+    use_cuda = torch.cuda.is_available() if device == 'auto' else device.startswith('cuda')
+    if use_cuda:
+        torch.cuda.set_device(local)
+        dev = torch.device('cuda', local)
+    else:
+        dev = torch.device('cpu')
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend='nccl' if use_cuda else 'gloo', timeout=datetime.timedelta(minutes=30),
+                                **({'device_id': dev} if use_cuda else {}))
+    return DistInfo(rank, world, local, dev)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's parameters and buffers to every rank (same start everywhere)."""
+    if not info.enabled:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
+    """Average .grad over ranks in one flat all-reduce; a missing grad counts as zeros.
+    Also replaces NaN/Inf in gradients by 0 (as the StyleGAN2 family does) on every run."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.flatten() for p in params])
+    if info.enabled:
+        dist.all_reduce(flat)
+        flat /= info.world_size
+    torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
+
+
+def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """Mean of per-rank log values over ranks (same keys on every rank)."""
+    if not info.enabled or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t)
+    t /= info.world_size
+    return dict(zip(keys, t.tolist()))
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when any rank says True (e.g. a stop request)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

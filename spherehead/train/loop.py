@@ -1,0 +1,299 @@
+"""The training loop: one iteration = G step, (lazy) G regulariser, D step, (lazy) R1, EMA.
+
+Randomness is a pure function of (seed, rank, step): each iteration reseeds the torch and
+numpy generators from those numbers, and the data order is a seeded permutation read from a
+saved position. So a resumed run takes exactly the steps an uninterrupted one would have,
+and no RNG state has to be stored. The sphere drawn for an iteration depends on (seed, step)
+only, so all ranks render the same sphere.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spherehead.checkpoint import save_generator
+from spherehead.networks.discriminator import DualDiscriminator
+from spherehead.networks.generator import Generator
+from spherehead.train import distributed as dist_utils
+from spherehead.train.config import TrainingConfig
+from spherehead.train.data import RealStream, open_datasets
+from spherehead.train.distributed import DistInfo
+from spherehead.train.ema import ema_beta, update_ema
+from spherehead.train.losses import GANLoss
+from spherehead.train.phases import SPHERES, PhaseSchedule
+from spherehead.train.runlog import RunLog, StatsCollector, gpu_memory_gib
+from spherehead.train.snapshot import (atomic_torch_save, grid_latents, prune_states, render_grid, save_png,
+                                       snapshot_name, snapshot_tag, state_name)
+
+STATE_FORMAT = 'spherehead-training-state'
+
+LOG_KEYS = ['G/loss', 'G/camera_offset_reg', 'G/density_reg', 'D/loss', 'D/vico', 'D/r1_penalty',
+            'D/r1_penalty_seg', 'scores/real', 'scores/fake', 'scores/fake_d', 'scores/real_shuffled']
+
+
+@dataclass
+class Networks:
+    """The networks a run trains, and where they came from."""
+    G: Generator
+    D: DualDiscriminator
+    G_ema: Generator
+    origin: str = 'random initialisation'
+
+
+@dataclass
+class Progress:
+    """Counters of a run (saved in the training state)."""
+    nimg: int = 0
+    step: int = 0
+    sphere_counts: dict = field(default_factory=lambda: {s: 0 for s in SPHERES})
+
+
+def seed_step(seed: int, rank: int, step: int) -> np.random.RandomState:
+    """Reseed torch (CPU and CUDA) for this (seed, rank, step); returns a numpy RNG of the same key."""
+    rng = np.random.RandomState([seed % 2 ** 31, rank, step % 2 ** 31])
+    torch.manual_seed(int(rng.randint(2 ** 31)))
+    return rng
+
+
+def lazy_adam(params, lr: float, betas, eps: float, reg_interval: int | None) -> torch.optim.Adam:
+    """Adam with the lazy-regularisation adjustment (lr and betas scaled by interval / (interval + 1))."""
+    ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=tuple(b ** ratio for b in betas), eps=eps)
+
+
+class Trainer:
+    """Runs one training job in ``run_dir`` (rank 0 writes; every rank trains)."""
+
+    def __init__(self, cfg: TrainingConfig, info: DistInfo, run_dir: Path, nets: Networks,
+                 state: dict | None = None):
+        self.cfg, self.info, self.run_dir = cfg, info, Path(run_dir)
+        dev = info.device
+        self.G = nets.G.to(dev).train().requires_grad_(False)
+        self.D = nets.D.to(dev).train().requires_grad_(False)
+        self.G_ema = nets.G_ema.to(dev).eval().requires_grad_(False)
+        self.origin = nets.origin
+        self.batch_gpu = cfg.batch // info.world_size
+        self.schedule = PhaseSchedule(cfg)
+        self.loss = GANLoss(self.G, self.D, cfg.loss, autocast=cfg.precision == 'bf16' and dev.type == 'cuda')
+        l = cfg.loss
+        self.g_reg_interval = l.density_reg_interval if l.density_reg > 0 else None
+        self.d_reg_interval = l.r1_interval if (l.r1_gamma > 0 or l.r1_gamma_seg > 0) else None
+        self.opt_G = lazy_adam(self.G.parameters(), cfg.lr_g, cfg.betas, cfg.eps, self.g_reg_interval)
+        self.opt_D = lazy_adam(self.D.parameters(), cfg.lr_d, cfg.betas, cfg.eps, self.d_reg_interval)
+        self.progress = Progress()
+        if state is not None:
+            self._load_state(state)
+        dist_utils.broadcast_module(self.G, info)
+        dist_utils.broadcast_module(self.D, info)
+        dist_utils.broadcast_module(self.G_ema, info)
+        self.full_data, self.front_data = open_datasets(cfg.data, cfg.phases.front_yaw_deg)
+        self._streams: dict[bool, RealStream] = {}
+        self.log = RunLog(self.run_dir, info)
+        self.stats = StatsCollector()
+        self.grid_z = grid_latents(self.G, cfg.grid_seeds)
+        self.grid_spheres = SPHERES if cfg.generator.representation == 'dual_sphere' else ('fused',)
+        self._stop = False
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        p = self.progress
+        return {'format': STATE_FORMAT, 'version': 1, 'config': self.cfg.to_json(),
+                'nimg': p.nimg, 'step': p.step, 'sphere_counts': json.dumps(p.sphere_counts),
+                'G': self.G.state_dict(), 'D': self.D.state_dict(), 'G_ema': self.G_ema.state_dict(),
+                'opt_G': self.opt_G.state_dict(), 'opt_D': self.opt_D.state_dict()}
+
+    def _load_state(self, state: dict) -> None:
+        self.G.load_state_dict(state['G'])
+        self.D.load_state_dict(state['D'])
+        self.G_ema.load_state_dict(state['G_ema'])
+        # A state may come without optimiser moments (a slimmed copy); Adam then starts afresh.
+        self.missing_optimizers = [k for k in ('opt_G', 'opt_D') if k not in state]
+        for key, opt in (('opt_G', self.opt_G), ('opt_D', self.opt_D)):
+            if key in state:
+                opt.load_state_dict(state[key])
+        self.progress = Progress(nimg=int(state['nimg']), step=int(state['step']),
+                                 sphere_counts=json.loads(state['sphere_counts']))
+
+    # ------------------------------------------------------------------ data
+    def _steps_in_phase1(self, step: int) -> int:
+        """How many of the first ``step`` iterations read the phase-I (near-front) stream."""
+        return min(step, math.ceil(self.schedule.end1 / self.cfg.batch))
+
+    def stream(self, front_only: bool) -> RealStream:
+        if front_only not in self._streams:
+            # A new stream starts where this run's earlier steps left that data (exact resume).
+            done1 = self._steps_in_phase1(self.progress.step)
+            steps = done1 if front_only else self.progress.step - done1
+            data = self.front_data if front_only else self.full_data
+            self._streams[front_only] = RealStream(data, self.batch_gpu, self.info, self.cfg.seed + int(front_only),
+                                                   self.cfg.workers, consumed=steps * self.batch_gpu)
+        return self._streams[front_only]
+
+    # ------------------------------------------------------------------ one iteration
+    def step(self) -> None:
+        cfg, info, p, sched, loss = self.cfg, self.info, self.progress, self.schedule, self.loss
+        G, D = self.G, self.D
+        rng = seed_step(cfg.seed, info.rank, p.step)
+        sphere_rng = np.random.RandomState([cfg.seed % 2 ** 31, p.step % 2 ** 31, 1])
+        phase = sched.at(p.nimg)
+        sphere = sched.draw_sphere(sphere_rng, phase)
+        res = sched.neural_rendering_resolution(p.nimg)
+        blur = sched.blur_sigma(p.nimg)
+        swap = sched.gpc_swap_prob(p.nimg)
+        G.renderer.density_noise = sched.density_noise(p.nimg)
+        stream = self.stream(phase.front_only)
+        batch = stream.next()
+        real, c_real = loss.real_inputs(batch, res), batch['label']
+        n, z_dim, dev = self.batch_gpu, G.z_dim, info.device
+        new_z = lambda: torch.randn(n, z_dim, device=dev)
+
+        # G: fool D.
+        G.requires_grad_(True)
+        self.opt_G.zero_grad(set_to_none=True)
+        self.stats.add(loss.g_main(new_z(), stream.random_labels(n, rng), sphere, res, blur, swap))
+        dist_utils.average_gradients(list(G.parameters()), info)
+        self.opt_G.step()
+        if self.g_reg_interval and p.step % self.g_reg_interval == 0:
+            self.opt_G.zero_grad(set_to_none=True)
+            self.stats.add(loss.g_density_reg(new_z(), stream.random_labels(n, rng), sphere, swap,
+                                              gain=self.g_reg_interval))
+            dist_utils.average_gradients(list(G.parameters()), info)
+            self.opt_G.step()
+        G.requires_grad_(False)
+
+        # D: reals up, fakes (and reals under shuffled cameras, with ViCo) down.
+        D.requires_grad_(True)
+        self.opt_D.zero_grad(set_to_none=True)
+        vico = cfg.phases.vico_weight if phase.vico else 0.0
+        self.stats.add(loss.d_main(real, c_real, new_z(), stream.random_labels(n, rng), sphere, res, blur, swap, vico))
+        dist_utils.average_gradients(list(D.parameters()), info)
+        self.opt_D.step()
+        if self.d_reg_interval and p.step % self.d_reg_interval == 0:
+            self.opt_D.zero_grad(set_to_none=True)
+            self.stats.add(loss.d_r1(real, c_real, blur, gain=self.d_reg_interval))
+            dist_utils.average_gradients(list(D.parameters()), info)
+            self.opt_D.step()
+        D.requires_grad_(False)
+
+        p.nimg += cfg.batch
+        p.step += 1
+        p.sphere_counts[sphere] += 1
+        update_ema(self.G_ema, G, ema_beta(cfg.batch, p.nimg, cfg.ema_kimg_resolved, cfg.ema_rampup))
+
+    # ------------------------------------------------------------------ outputs
+    def snapshot(self) -> None:
+        """Network snapshot, resume state and sample grid for the current kimg (rank 0 writes)."""
+        tag = snapshot_tag(self.run_dir, self.progress.nimg) if self.info.is_main else ''
+        if self.info.is_main:
+            G_out = copy.deepcopy(self.G_ema).cpu()
+            G_out.provenance = f'{self.run_dir.name} at {self.progress.nimg / 1000:.1f} kimg ({self.origin})'
+            save_generator(G_out, self.run_dir / snapshot_name(tag))
+            atomic_torch_save(self.state_dict(), self.run_dir / state_name(tag))
+            prune_states(self.run_dir, self.cfg.keep_states)
+            self.save_grid(f'fakes-{tag}.png')
+            self.log.line(f'snapshot: {snapshot_name(tag)}, {state_name(tag)}, fakes-{tag}.png')
+        if self.cfg.metrics:
+            self.evaluate(tag)
+        dist_utils.barrier(self.info)
+
+    def save_grid(self, name: str) -> None:
+        res = self.schedule.neural_rendering_resolution(self.progress.nimg)
+        grid = render_grid(self.G_ema, self.grid_z, self.grid_spheres, res, self.info.device)
+        save_png(grid, self.run_dir / name)
+
+    def evaluate(self, tag: str) -> None:
+        from spherehead.metrics import compute_metrics
+        if not self.info.is_main:
+            return
+        results = compute_metrics(self.G_ema, self.cfg.data, list(self.cfg.metrics), num=self.cfg.metrics_num,
+                                  device=self.info.device, inception=self.cfg.inception, progress=False)
+        with open(self.run_dir / 'metrics.jsonl', 'a') as f:
+            f.write(json.dumps({'kimg': self.progress.nimg / 1000, 'snapshot': snapshot_name(tag),
+                                'results': results}) + '\n')
+        self.log.record(self.progress.nimg / 1000, {f'Metrics/{k}': v for k, v in results.items()})
+        self.log.line('metrics: ' + '  '.join(f'{k} {v:.4g}' for k, v in results.items()))
+
+    def tick_line(self, values: dict, sec_per_kimg: float, mem: float) -> str:
+        p, ph = self.progress, self.schedule.at(self.progress.nimg)
+        probs = '/'.join(f'{v:.2f}' for v in ph.sphere_probs)
+        counts = '/'.join(str(p.sphere_counts[s]) for s in SPHERES)
+        fmt = lambda k: '-' if values.get(k) != values.get(k) else f'{values[k]:.3f}'   # NaN -> '-'
+        return (f'kimg {p.nimg / 1000:8.1f}  phase {ph.phase}  A/B/fused p {probs} drawn {counts}  '
+                f'vico {"on" if ph.vico else "off"}  sec/kimg {sec_per_kimg:6.2f}  gpumem {mem:5.2f} GiB  '
+                f'G {fmt("G/loss")}  D {fmt("D/loss")}  vico_loss {fmt("D/vico")}  r1 {fmt("D/r1_penalty")}  '
+                f'density {fmt("G/density_reg")}  blur {self.schedule.blur_sigma(p.nimg):.2f}  '
+                f'res {self.schedule.neural_rendering_resolution(p.nimg)}')
+
+    # ------------------------------------------------------------------ main loop
+    def _request_stop(self, signum, frame) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        cfg, p, info = self.cfg, self.progress, self.info
+        total = int(round(cfg.kimg * 1000))
+        for s in self.full_data.summary():
+            self.log.line(s)
+        self.log.line(f'phase I near-front data: {len(self.front_data)} items (|yaw| < {cfg.phases.front_yaw_deg} deg); '
+                      f'phases: I to {cfg.phase1_end_kimg:g} kimg, II to {cfg.phase2_end_kimg:g}, III to {cfg.kimg:g}; '
+                      f'ViCo from {cfg.vico_start_kimg:g} kimg (weight {cfg.phases.vico_weight:g})')
+        self.log.line(f'networks: {self.origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
+                      f'{info.device}; starting at {p.nimg / 1000:g} kimg')
+        if getattr(self, 'missing_optimizers', None):
+            self.log.line(f'resume: no {" / ".join(self.missing_optimizers)} moments in the state; those Adam optimisers start afresh')
+        if p.nimg == 0 and info.is_main:
+            self.save_grid('fakes-init.png')
+        handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):   # stop at the next step boundary, state saved
+            handlers[sig] = signal.signal(sig, self._request_stop)
+        bar = None
+        if info.is_main:
+            from tqdm import tqdm
+            bar = tqdm(total=total, initial=min(p.nimg, total), unit='img', unit_scale=True, disable=None,
+                       dynamic_ncols=True, desc='training')
+        tick_start_nimg, tick_start_time = p.nimg, time.time()
+        last_snap = p.nimg
+        try:
+            while p.nimg < total:
+                self.step()
+                if bar is not None:
+                    bar.update(cfg.batch)
+                done = p.nimg >= total
+                stop = dist_utils.any_rank(self._stop, info)
+                if done or stop or p.nimg >= tick_start_nimg + cfg.tick_kimg * 1000:
+                    now = time.time()
+                    values = self.stats.reduce(info, LOG_KEYS)
+                    sec_per_kimg = (now - tick_start_time) / max(p.nimg - tick_start_nimg, 1) * 1000
+                    mem = gpu_memory_gib(info.device)
+                    values.update({'Timing/sec_per_kimg': sec_per_kimg, 'Resources/gpu_mem_gib': mem,
+                                   'Progress/phase': self.schedule.at(p.nimg).phase,
+                                   'Progress/blur_sigma': self.schedule.blur_sigma(p.nimg)})
+                    line = self.tick_line(values, sec_per_kimg, mem)
+                    if bar is not None and not bar.disable:
+                        bar.write(line)
+                        self.log.text.write(line + '\n')
+                    else:
+                        self.log.line(line)
+                    self.log.record(p.nimg / 1000, values)
+                    tick_start_nimg, tick_start_time = p.nimg, time.time()
+                if done or stop or p.nimg >= last_snap + cfg.snap_kimg * 1000:
+                    self.snapshot()
+                    last_snap = p.nimg
+                    tick_start_time = time.time()   # sec/kimg counts training, not snapshot writing
+                if stop:
+                    self.log.line(f'stopped by signal at {p.nimg / 1000:.1f} kimg; state saved; '
+                                  f'continue with --resume {self.run_dir}')
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+            self.log.close()

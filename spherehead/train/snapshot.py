@@ -1,0 +1,128 @@
+"""What a run writes: network snapshots, resume states and sample grids, all written atomically.
+
+Run folder layout::
+
+    training_options.json                    the resolved TrainingConfig
+    network-snapshot-<kimg:06d>.safetensors  the EMA generator (sh.load_generator, the visualizer)
+    training-state-<kimg:06d>.pt             resume state: G, D, G_ema, optimisers, counters, RNG states
+    fakes-<kimg:06d>.png                     sample grid: per seed, front/side/back for A, B and fused
+    log.txt, stats.jsonl, events.out.tfevents.*
+
+Every file is written to ``<name>.tmp`` and renamed, so a killed process leaves either the old
+file or the new one, never half of one; the newest complete state is the one to resume from.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spherehead.camera import lookat
+
+STATE_PATTERN = re.compile(r'^training-state-(\d+(?:\.\d+)?)\.pt$')
+SNAPSHOT_PATTERN = re.compile(r'^network-snapshot-(\d+(?:\.\d+)?)\.safetensors$')
+GRID_YAWS = (0.0, 90.0, 180.0)
+
+
+def snapshot_tag(run_dir: str | os.PathLike, nimg: int) -> str:
+    """The kimg part of this snapshot's file names: EG3D's whole kimg ('000200'), or, when a
+    snapshot of that whole kimg already exists (snapshots less than 1 kimg apart), the kimg
+    with three decimals ('000000.064'), so names never collide."""
+    tag = f'{nimg // 1000:06d}'
+    if (Path(run_dir) / snapshot_name(tag)).exists() or (Path(run_dir) / state_name(tag)).exists():
+        tag = f'{nimg / 1000:010.3f}'
+    return tag
+
+
+def snapshot_name(tag: str) -> str:
+    return f'network-snapshot-{tag}.safetensors'
+
+
+def state_name(tag: str) -> str:
+    return f'training-state-{tag}.pt'
+
+
+def _numbered(run_dir: Path, pattern: re.Pattern) -> list[tuple[float, Path]]:
+    if not run_dir.is_dir():
+        return []
+    found = [(float(m.group(1)), p) for p in run_dir.iterdir() if (m := pattern.match(p.name))]
+    return sorted(found)
+
+
+def newest_state(run_dir: str | os.PathLike) -> Path | None:
+    """The training-state file of the highest kimg in a run folder (None if there is none)."""
+    found = _numbered(Path(run_dir), STATE_PATTERN)
+    return found[-1][1] if found else None
+
+
+def prune_states(run_dir: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` training-state files (network snapshots are all kept)."""
+    for _, path in _numbered(Path(run_dir), STATE_PATTERN)[:-keep] if keep > 0 else []:
+        path.unlink(missing_ok=True)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file, flushed to disk, then renamed over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def numpy_rng_to_tensors(state) -> dict:
+    """np.random.RandomState.get_state() as tensors (so the state file loads with weights_only)."""
+    name, keys, pos, has_gauss, cached = state
+    assert name == 'MT19937'
+    return {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos), 'has_gauss': int(has_gauss),
+            'cached': float(cached)}
+
+
+def numpy_rng_from_tensors(d: dict):
+    return ('MT19937', d['keys'].numpy().astype(np.uint32), int(d['pos']), int(d['has_gauss']), float(d['cached']))
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    """A training-state file, read without executing code (tensors, numbers, strings only)."""
+    return torch.load(str(path), map_location='cpu', weights_only=True)
+
+
+# ---------------------------------------------------------------------- sample grid
+def grid_latents(G, seeds: int) -> torch.Tensor:
+    """[seeds, z_dim] fixed latents of the sample grid (seed 0 .. seeds-1)."""
+    return torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in range(seeds)])).float()
+
+
+@torch.no_grad()
+def render_grid(G, z: torch.Tensor, spheres: tuple[str, ...], neural_rendering_resolution: int | None = None,
+                device: torch.device | str = 'cpu') -> np.ndarray:
+    """uint8 [rows * H, cols * W, 3]: row = seed; columns = for each sphere, yaws 0 / 90 / 180."""
+    rows = []
+    c_map = lookat(0, 0).to(device)
+    for i in range(z.shape[0]):
+        zi = z[i:i + 1].to(device)
+        ws = G.mapping(zi, c_map)
+        tiles = []
+        for sphere in spheres:
+            for yaw in GRID_YAWS:
+                c = lookat(yaw, 0).to(device)
+                img = G.synthesis(ws, c, sphere=sphere, noise_mode='const', deterministic=True,
+                                  neural_rendering_resolution=neural_rendering_resolution)['image']
+                tiles.append(img[0])
+        rows.append(torch.cat(tiles, dim=2))
+    grid = torch.cat(rows, dim=1)
+    return (grid.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+
+
+def save_png(arr: np.ndarray, path: str | os.PathLike) -> None:
+    """uint8 [H, W, 3] -> PNG, written atomically."""
+    from PIL import Image
+    path = Path(path)
+    tmp = path.with_name(path.name + '.tmp')
+    Image.fromarray(arr).save(tmp, format='PNG')
+    os.replace(tmp, path)
