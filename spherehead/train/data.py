@@ -42,8 +42,12 @@ class RealStream:
         self.batch_gpu = batch_gpu
         self.consumed = consumed              # items this rank has taken (saved for an exact resume)
         sampler = InfiniteShardSampler(len(dataset), info.rank, info.world_size, seed, start=consumed)
+        # Its own generator: an iterator draws its worker base seed from it, and from the global
+        # RNG otherwise, which would shift the step's random numbers on whichever step the stream
+        # is opened (a resumed run opens it later than an uninterrupted one).
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_gpu, sampler=sampler, num_workers=workers,
+            generator=torch.Generator().manual_seed(seed * 1000 + info.rank),
             pin_memory=info.device.type == 'cuda', persistent_workers=workers > 0,
             prefetch_factor=2 if workers > 0 else None)
         self._it = iter(self.loader)
