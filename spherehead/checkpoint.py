@@ -112,7 +112,16 @@ def load_safetensors_generator(path: str | os.PathLike) -> Generator:
         raise UserError(f'{path}: tensors do not match the stored config '
                         f'(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})')
     G.provenance = str(path)
+    stored = _stored_provenance(path)
+    if stored:   # what the file says it is (training run and kimg, conversion source, ...)
+        G.provenance = f'{path}: {stored}'
     return G
+
+
+def _stored_provenance(path: str | os.PathLike) -> str:
+    from safetensors import safe_open
+    with safe_open(str(path), framework='pt') as f:
+        return (f.metadata() or {}).get('provenance', '')
 
 
 SNAPSHOT_PREFIX = 'network-snapshot-'
@@ -160,7 +169,7 @@ def load_generator(source: str | os.PathLike = 'demo', device: str | torch.devic
     elif source == 'demo':
         if DEMO_PATH.is_file():
             G = load_safetensors_generator(DEMO_PATH)
-            G.provenance = 'demo (shipped model)'
+            G.provenance = _stored_provenance(DEMO_PATH) or 'demo (shipped model)'
         else:
             G = random_generator('tiny')
             G.provenance = 'demo model not shipped yet: random:tiny (untrained, random weights)'
