@@ -660,3 +660,39 @@ def test_read_network_pickle_keeps_source_as_text(released_files):
     rec = data['G_ema']
     assert rec.class_name == 'TriPlaneGenerator' and 'EXECUTED' in rec.module_src
     assert data['training_set_kwargs']['resolution'] == 512
+
+
+# ---------------------------------------------------------------------------- fine-tuning in train.py
+
+def test_training_resumes_from_released_snapshot(released_files, tmp_path):
+    """`train.py --resume released.pkl`: G, G_ema and D start from the snapshot's networks, the
+    fine-tune turns EMA ramp-up and D-input blur off, and a training step runs on them."""
+    import dataclasses
+    from spherehead.data.synth import SynthOptions, synth_dataset
+    from spherehead.train.config import default_config
+    from spherehead.train.distributed import DistInfo
+    from spherehead.train.loop import Trainer
+    from spherehead.train.setup import networks_for
+
+    path, G_ref, cfg, G_train, D_ref = released_files['spherehead']
+    data = str(tmp_path / 'heads.zip')
+    synth_dataset(SynthOptions(out=data, count=8, resolution=cfg.img_resolution, seed=3, front_bias=0.5,
+                               supersample=1, workers=1), progress=False)
+    tc = default_config('tiny')
+    tc = dataclasses.replace(tc, data=dataclasses.replace(tc.data, path=data), batch=2, kimg=0.004, workers=0,
+                             grid_seeds=1, resume=str(path), neural_rendering_resolution_initial=16)
+    tc2, nets, state = networks_for(tc)
+    assert state is None and tc2.generator == cfg and tc2.ema_rampup is None and tc2.loss.blur_init_sigma == 0
+    d = tc2.discriminator   # the released D's config (SphereHead: mask and parsing channels)
+    assert (d.img_resolution, d.mask_channels, d.parsing_channels) == (cfg.img_resolution, 1, 20)
+    assert 'fine-tuned from released' in nets.origin
+    for mine, ref in ((nets.G, G_train), (nets.G_ema, G_ref), (nets.D, D_ref)):
+        ours = mine.state_dict()
+        for k, v in ref.state_dict().items():
+            assert torch.equal(ours[k], v), k
+    (tmp_path / 'run').mkdir()
+    trainer = Trainer(tc2, DistInfo(), tmp_path / 'run', nets)
+    before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    trainer.step()
+    assert trainer.progress.nimg == 2
+    assert any(not torch.equal(before[k], v) for k, v in trainer.G.state_dict().items())
