@@ -10,7 +10,6 @@ options are written to <run>/training_options.json. See docs/training.md.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import click
@@ -128,7 +127,6 @@ def main(ctx: click.Context, **opts) -> None:
     from spherehead.train import distributed as dist_utils
     from spherehead.train import setup
     from spherehead.train.loop import Trainer
-    from spherehead.train.runlog import next_run_dir
 
     cfg = build_config(ctx, opts)
     if cfg.metrics:
