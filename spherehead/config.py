@@ -21,6 +21,13 @@ SUPERRESOLUTION_MODULES = {'none': 1, 'hybrid2x': 2, 'hybrid4x': 2, 'hybrid8x': 
 NUM_PARSING_CLASSES = 20
 
 
+def check_keys(cls, d: dict[str, Any], what: str) -> None:
+    """ValueError naming the keys of ``d`` that are not fields of dataclass ``cls``."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f'unknown {what} config keys: {sorted(unknown)}')
+
+
 @dataclass
 class RenderingConfig:
     """Volume rendering options (world units for distances)."""
@@ -117,16 +124,10 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> 'GeneratorConfig':
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f'unknown generator config keys: {sorted(unknown)}')
+        check_keys(cls, d, 'generator')
         d = dict(d)
         if 'rendering' in d and isinstance(d['rendering'], dict):
-            rknown = {f.name for f in dataclasses.fields(RenderingConfig)}
-            runknown = set(d['rendering']) - rknown
-            if runknown:
-                raise ValueError(f'unknown rendering config keys: {sorted(runknown)}')
+            check_keys(RenderingConfig, d['rendering'], 'rendering')
             d['rendering'] = RenderingConfig(**d['rendering'])
         return cls(**d)
 
@@ -175,10 +176,7 @@ class DiscriminatorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> 'DiscriminatorConfig':
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f'unknown discriminator config keys: {sorted(unknown)}')
+        check_keys(cls, d, 'discriminator')
         return cls(**d)
 
 

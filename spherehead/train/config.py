@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from spherehead.config import DiscriminatorConfig, GeneratorConfig, discriminator_config_for, preset
+from spherehead.config import DiscriminatorConfig, GeneratorConfig, check_keys, discriminator_config_for, preset
 from spherehead.data.dataset import DatasetOptions
 
 
@@ -143,10 +143,7 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> 'TrainingConfig':
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f'unknown training config keys: {sorted(unknown)}')
+        check_keys(cls, d, 'training')
         return cls(**d)
 
     @classmethod
