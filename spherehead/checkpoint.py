@@ -157,7 +157,7 @@ def load_generator(source: str | os.PathLike = 'demo', device: str | torch.devic
     """A generator in eval mode on ``device``.
 
     source: a .safetensors of ours, a released network pickle (.pkl: EG3D, PanoHead, SphereHead),
-    'demo' (the shipped model; a random tiny model while none ships) or 'random:<preset>'
+    'demo' (the shipped model, spherehead/assets/demo.safetensors) or 'random:<preset>'
     ('random:tiny', 'random:demo', 'random:paper'; optional '@seed').
     """
     source = str(source)
@@ -171,11 +171,12 @@ def load_generator(source: str | os.PathLike = 'demo', device: str | torch.devic
             G = load_safetensors_generator(DEMO_PATH)
             G.provenance = _stored_provenance(DEMO_PATH) or 'demo (shipped model)'
         else:
+            # A broken install (the asset left out of a package): say so, keep working on a random model.
             G = random_generator('tiny')
-            G.provenance = 'demo model not shipped yet: random:tiny (untrained, random weights)'
+            G.provenance = f'demo model file missing ({DEMO_PATH}): random:tiny (untrained, random weights)'
             # Once per process (the default warning filter shows a warning once per code location).
-            warnings.warn("the trained demo model is not shipped yet: 'demo' is an untrained random:tiny "
-                          "generator (random weights)", UserWarning, stacklevel=1)
+            warnings.warn(f"the demo model file is missing ({DEMO_PATH}): 'demo' is an untrained random:tiny "
+                          "generator; reinstall the package (pip install -e .)", UserWarning, stacklevel=1)
     else:
         path = check_network_file(source)
         if path.suffix.lower() == '.pkl':

@@ -292,7 +292,7 @@ def test_help_lists_the_tools():
 
 # ----------------------------------------------------------------------------- demo model
 
-@pytest.mark.skipif(not DEMO_PATH.is_file(), reason='the trained demo model is not shipped yet')
+@pytest.mark.skipif(not DEMO_PATH.is_file(), reason='the demo model file is missing from this install')
 def test_demo_turntable_front_and_back_differ_and_spheres_own_their_sides():
     G = sh.load_generator('demo')
     (ws, planes), = heads(G, [0])

@@ -110,7 +110,7 @@ class _OneLineErrorsMixin:
             raise self._translate(e, ctx)
 
     def main(self, *args, **kwargs):
-        # Warnings (e.g. "demo model not shipped yet") as one 'warning: ...' line, not file:line + source.
+        # Warnings (e.g. "the demo model file is missing") as one 'warning: ...' line, not file:line + source.
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return super().main(*args, **kwargs)
