@@ -89,7 +89,7 @@ def run_dir_of(outdir: Path) -> Path:
     return runs[0]
 
 
-def assert_same_state(a: dict, b: dict, optimizers: bool = True) -> None:
+def assert_same_state(a: dict, b: dict) -> None:
     """Same counters and bit-identical G, D, G_ema (and Adam moments)."""
     for k in ('nimg', 'step', 'sphere_counts'):
         assert a[k] == b[k], (k, a[k], b[k])
@@ -97,13 +97,18 @@ def assert_same_state(a: dict, b: dict, optimizers: bool = True) -> None:
         assert a[net].keys() == b[net].keys()
         for name in a[net]:
             assert torch.equal(a[net][name], b[net][name]), f'{net}.{name} differs'
-    if optimizers:
-        for opt in ('opt_G', 'opt_D'):
-            sa, sb = a[opt]['state'], b[opt]['state']
-            assert sa.keys() == sb.keys()
-            for i in sa:
-                for k in sa[i]:
-                    assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), f'{opt} {i} {k}'
+    for opt in ('opt_G', 'opt_D'):
+        sa, sb = a[opt]['state'], b[opt]['state']
+        assert sa.keys() == sb.keys()
+        for i in sa:
+            for k in sa[i]:
+                assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), f'{opt} {i} {k}'
+
+
+def dataclass_dict(cfg: TrainingConfig, **changes) -> dict:
+    d = cfg.to_dict()
+    d.update(changes)
+    return d
 
 
 # ---------------------------------------------------------------------- shared data and runs
@@ -205,12 +210,6 @@ def test_run_through_three_phases_writes_snapshots_grids_and_logs(run_a, config_
     assert 'ViCo from 0.016 kimg' in log and 'phase I near-front data: ' in log
     assert '1 rank(s) x batch 4 on cpu' in log
     assert log.count('snapshot: ') == 2
-
-
-def dataclass_dict(cfg: TrainingConfig, **changes) -> dict:
-    d = cfg.to_dict()
-    d.update(changes)
-    return d
 
 
 # ---------------------------------------------------------------------- 2. resume
