@@ -342,6 +342,36 @@ def test_sigkill_while_writing_a_snapshot_keeps_the_previous_one(torn, run_a, co
     sh.load_generator(run / 'network-snapshot-000000.012.safetensors')
 
 
+@pytest.mark.slow
+def test_sigterm_stops_at_a_step_boundary_with_the_state_saved(config_file, tmp_path):
+    """SIGTERM (or Ctrl-C) mid-run: the step in progress finishes, a snapshot and state are
+    written, exit status 0, and --resume continues from there."""
+    p = subprocess.Popen([sys.executable, str(ROOT / 'train.py'), '--config', str(config_file), '--outdir', str(tmp_path),
+                          '--kimg', '1'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=SUBPROCESS_ENV, cwd=ROOT)
+    try:
+        for line in p.stdout:                       # the first tick line: the loop (and its handler) is running
+            if line.startswith('kimg '):
+                break
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, (p.returncode, out, err)
+    assert 'Traceback' not in err
+    run = run_dir_of(tmp_path)
+    state = load_state(newest_state(run))
+    assert 0 < state['nimg'] < 1000 and state['nimg'] == 4 * state['step']
+    log = (run / 'log.txt').read_text()
+    assert f'stopped by signal at {state["nimg"] / 1000:.1f} kimg; state saved; continue with --resume {run}' in log
+    res = train('--config', config_file, '--outdir', tmp_path, '--kimg', (state['nimg'] + 4) / 1000, '--resume', run)
+    ok(res)
+    assert f'starting at {state["nimg"] / 1000:g} kimg' in res.output
+    assert load_state(newest_state(run))['nimg'] == state['nimg'] + 4
+
+
 # ---------------------------------------------------------------------- 4. ViCo
 def test_vico_is_on_only_when_enabled_and_past_its_start(config_file):
     cfg = TrainingConfig.from_json(config_file.read_text())       # ViCo from phase III (16 images)
