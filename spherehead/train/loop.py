@@ -222,15 +222,17 @@ class Trainer:
         self.log.line('metrics: ' + '  '.join(f'{k} {v:.4g}' for k, v in results.items()))
 
     def tick_line(self, values: dict, sec_per_kimg: float, mem: float) -> str:
-        p, ph = self.progress, self.schedule.at(self.progress.nimg)
+        p = self.progress
+        last = max(p.nimg - self.cfg.batch, 0)    # where the tick's last step started: its phase, blur, res
+        ph = self.schedule.at(last)
         probs = '/'.join(f'{v:.2f}' for v in ph.sphere_probs)
         counts = '/'.join(str(p.sphere_counts[s]) for s in SPHERES)
         fmt = lambda k: '-' if values.get(k) != values.get(k) else f'{values[k]:.3f}'   # NaN -> '-'
         return (f'kimg {p.nimg / 1000:8.1f}  phase {ph.phase}  A/B/fused p {probs} drawn {counts}  '
                 f'vico {"on" if ph.vico else "off"}  sec/kimg {sec_per_kimg:6.2f}  gpumem {mem:5.2f} GiB  '
                 f'G {fmt("G/loss")}  D {fmt("D/loss")}  vico_loss {fmt("D/vico")}  r1 {fmt("D/r1_penalty")}  '
-                f'density {fmt("G/density_reg")}  blur {self.schedule.blur_sigma(p.nimg):.2f}  '
-                f'res {self.schedule.neural_rendering_resolution(p.nimg)}')
+                f'density {fmt("G/density_reg")}  blur {self.schedule.blur_sigma(last):.2f}  '
+                f'res {self.schedule.neural_rendering_resolution(last)}')
 
     # ------------------------------------------------------------------ main loop
     def _request_stop(self, signum, frame) -> None:
@@ -273,8 +275,8 @@ class Trainer:
                     sec_per_kimg = (now - tick_start_time) / max(p.nimg - tick_start_nimg, 1) * 1000
                     mem = gpu_memory_gib(info.device)
                     values.update({'Timing/sec_per_kimg': sec_per_kimg, 'Resources/gpu_mem_gib': mem,
-                                   'Progress/phase': self.schedule.at(p.nimg).phase,
-                                   'Progress/blur_sigma': self.schedule.blur_sigma(p.nimg)})
+                                   'Progress/phase': self.schedule.at(max(p.nimg - cfg.batch, 0)).phase,
+                                   'Progress/blur_sigma': self.schedule.blur_sigma(max(p.nimg - cfg.batch, 0))})
                     line = self.tick_line(values, sec_per_kimg, mem)
                     if bar is not None and not bar.disable:
                         bar.write(line)
