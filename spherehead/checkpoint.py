@@ -128,29 +128,35 @@ SNAPSHOT_PREFIX = 'network-snapshot-'
 SNAPSHOT_SUFFIX = '.safetensors'
 
 
-def newest_snapshot(run_dir: str | os.PathLike, prefix: str = SNAPSHOT_PREFIX,
-                    suffix: str = SNAPSHOT_SUFFIX) -> Path | None:
-    """The file ``<prefix><kimg digits><suffix>`` with the highest kimg in a training run folder, or None.
+def numbered_files(run_dir: str | os.PathLike, prefix: str = SNAPSHOT_PREFIX,
+                   suffix: str = SNAPSHOT_SUFFIX) -> list[tuple[float, Path]]:
+    """[(kimg, path)] of the files ``<prefix><kimg><suffix>`` in a training run folder, oldest first.
 
-    Only complete names count: the ``*.tmp`` files of a snapshot being written are ignored
-    (snapshots are written to a temporary file and renamed). Raises UserError when
+    kimg is whole digits, or digits with decimals for snapshots less than 1 kimg apart
+    ('000000.064'). Only complete names count: the ``*.tmp`` files of a snapshot being written
+    are ignored (snapshots are written to a temporary file and renamed). Raises UserError when
     ``run_dir`` is not a folder.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f'{run_dir}: not a folder; give a training run folder (it holds {prefix}*{suffix} files)')
-    best: tuple[float, Path] | None = None
+    found = []
     for entry in os.scandir(run_dir):
         name = entry.name
-        # kimg digits, or kimg with decimals for snapshots less than 1 kimg apart ('000000.064')
         digits = name[len(prefix):len(name) - len(suffix)]
         whole, _, frac = digits.partition('.')
-        if not (name.startswith(prefix) and name.endswith(suffix) and whole.isascii() and whole.isdigit()
+        if (name.startswith(prefix) and name.endswith(suffix) and whole.isascii() and whole.isdigit()
                 and (not frac or (frac.isascii() and frac.isdigit())) and entry.is_file()):
-            continue
-        if best is None or float(digits) > best[0]:
-            best = (float(digits), Path(entry.path))
-    return best[1] if best else None
+            found.append((float(digits), Path(entry.path)))
+    return sorted(found)
+
+
+def newest_snapshot(run_dir: str | os.PathLike, prefix: str = SNAPSHOT_PREFIX,
+                    suffix: str = SNAPSHOT_SUFFIX) -> Path | None:
+    """The file ``<prefix><kimg><suffix>`` with the highest kimg in a training run folder, or None
+    (see :func:`numbered_files`)."""
+    found = numbered_files(run_dir, prefix, suffix)
+    return found[-1][1] if found else None
 
 
 def load_generator(source: str | os.PathLike = 'demo', device: str | torch.device = 'cpu') -> Generator:

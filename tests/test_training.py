@@ -38,7 +38,8 @@ from spherehead.train.distributed import DistInfo
 from spherehead.train.losses import GANLoss, shuffled_labels
 from spherehead.train.phases import PhaseSchedule
 from spherehead.train.setup import build_networks, check_batch
-from spherehead.train.snapshot import SNAPSHOT_PATTERN, load_state, newest_state
+from spherehead.checkpoint import numbered_files
+from spherehead.train.snapshot import load_state, newest_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
@@ -330,7 +331,7 @@ def test_sigkill_while_writing_a_snapshot_keeps_the_previous_one(torn, run_a, co
         with pytest.raises(Exception):
             load_state(run / torn_file)
     else:
-        assert not SNAPSHOT_PATTERN.match(torn_file)     # never taken for a snapshot
+        assert torn_file not in [p.name for _, p in numbered_files(run)]     # never taken for a snapshot
 
     # Resume from the folder: finishes, and its state at 12 images is the uninterrupted run's.
     res = train('--config', config_file, '--outdir', tmp_path, '--kimg', 0.012, '--snap', 0.004, '--resume', run)
@@ -603,5 +604,4 @@ def test_two_cuda_steps_have_finite_losses(precision, config_file, tmp_path):
 
 
 def newest_snapshot(run: Path) -> Path:
-    found = sorted((float(m.group(1)), p) for p in run.iterdir() if (m := SNAPSHOT_PATTERN.match(p.name)))
-    return found[-1][1]
+    return numbered_files(run)[-1][1]

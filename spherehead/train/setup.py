@@ -20,7 +20,7 @@ from spherehead.networks.generator import Generator
 from spherehead.train.config import TrainingConfig
 from spherehead.train.distributed import DistInfo
 from spherehead.train.loop import STATE_FORMAT, Networks
-from spherehead.train.snapshot import STATE_PATTERN, load_state, newest_state
+from spherehead.train.snapshot import load_state, newest_state
 
 
 def check_dataset(cfg: TrainingConfig) -> HeadDataset:
@@ -86,7 +86,7 @@ def resolve_resume(source: str) -> tuple[str, Path]:
         return 'state', state
     if not path.is_file():
         raise UserError(f'--resume {source}: no such file or folder')
-    if path.suffix == '.pt' or STATE_PATTERN.match(path.name):
+    if path.suffix == '.pt':
         return 'state', path
     if path.suffix == '.pkl':
         return 'released', path

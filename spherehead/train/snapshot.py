@@ -14,16 +14,15 @@ file or the new one, never half of one; the newest complete state is the one to 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from spherehead.camera import lookat
+from spherehead.checkpoint import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, newest_snapshot, numbered_files
 
-STATE_PATTERN = re.compile(r'^training-state-(\d+(?:\.\d+)?)\.pt$')
-SNAPSHOT_PATTERN = re.compile(r'^network-snapshot-(\d+(?:\.\d+)?)\.safetensors$')
+STATE_PREFIX, STATE_SUFFIX = 'training-state-', '.pt'
 GRID_YAWS = (0.0, 90.0, 180.0)
 
 
@@ -38,29 +37,21 @@ def snapshot_tag(run_dir: str | os.PathLike, nimg: int) -> str:
 
 
 def snapshot_name(tag: str) -> str:
-    return f'network-snapshot-{tag}.safetensors'
+    return f'{SNAPSHOT_PREFIX}{tag}{SNAPSHOT_SUFFIX}'
 
 
 def state_name(tag: str) -> str:
-    return f'training-state-{tag}.pt'
-
-
-def _numbered(run_dir: Path, pattern: re.Pattern) -> list[tuple[float, Path]]:
-    if not run_dir.is_dir():
-        return []
-    found = [(float(m.group(1)), p) for p in run_dir.iterdir() if (m := pattern.match(p.name))]
-    return sorted(found)
+    return f'{STATE_PREFIX}{tag}{STATE_SUFFIX}'
 
 
 def newest_state(run_dir: str | os.PathLike) -> Path | None:
     """The training-state file of the highest kimg in a run folder (None if there is none)."""
-    found = _numbered(Path(run_dir), STATE_PATTERN)
-    return found[-1][1] if found else None
+    return newest_snapshot(run_dir, STATE_PREFIX, STATE_SUFFIX)
 
 
 def prune_states(run_dir: str | os.PathLike, keep: int) -> None:
     """Delete all but the newest ``keep`` training-state files (network snapshots are all kept)."""
-    for _, path in _numbered(Path(run_dir), STATE_PATTERN)[:-keep] if keep > 0 else []:
+    for _, path in numbered_files(run_dir, STATE_PREFIX, STATE_SUFFIX)[:-keep] if keep > 0 else []:
         path.unlink(missing_ok=True)
 
 
