@@ -62,7 +62,7 @@ def build_config(ctx: click.Context, opts: dict):
         if opts['config'] and not given(name):
             continue
         value = opts[name]
-        if value is None and name not in ('resume',) and not given(name):
+        if value is None and not given(name):
             continue
         (sections.setdefault(section, {}) if section else top)[fld] = value
     for section, changes in sections.items():

@@ -14,7 +14,9 @@ import torch
 
 from spherehead.config import NUM_PARSING_CLASSES
 from spherehead.train.config import TrainingConfig, default_config
+from spherehead.train.distributed import DistInfo
 from spherehead.train.losses import GANLoss
+from spherehead.train.loop import optimizer_step
 from spherehead.train.setup import build_networks
 
 
@@ -83,9 +85,7 @@ def bench_train_step(preset_name: str, batch: int, device: torch.device, neural_
 
     def run(net, opt, fn):
         net.requires_grad_(True)
-        opt.zero_grad(set_to_none=True)
-        fn()
-        opt.step()
+        optimizer_step(net, opt, DistInfo(device=device), fn)
         net.requires_grad_(False)
 
     passes = {

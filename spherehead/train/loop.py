@@ -69,6 +69,16 @@ def lazy_adam(params, lr: float, betas, eps: float, reg_interval: int | None) ->
     return torch.optim.Adam(params, lr=lr * ratio, betas=tuple(b ** ratio for b in betas), eps=eps)
 
 
+def optimizer_step(net: torch.nn.Module, opt: torch.optim.Optimizer, info: DistInfo, run_pass) -> dict:
+    """One optimiser step: clear the gradients, run_pass() (forward + backward, returns its stats),
+    average the gradients over ranks, step. Returns the pass's stats."""
+    opt.zero_grad(set_to_none=True)
+    stats = run_pass()
+    dist_utils.average_gradients(list(net.parameters()), info)
+    opt.step()
+    return stats
+
+
 class Trainer:
     """Runs one training job in ``run_dir`` (rank 0 writes; every rank trains)."""
 
@@ -89,6 +99,7 @@ class Trainer:
         self.opt_G = lazy_adam(self.G.parameters(), cfg.lr_g, cfg.betas, cfg.eps, self.g_reg_interval)
         self.opt_D = lazy_adam(self.D.parameters(), cfg.lr_d, cfg.betas, cfg.eps, self.d_reg_interval)
         self.progress = Progress()
+        self.missing_optimizers: list[str] = []   # set by a resume state without Adam moments
         if state is not None:
             self._load_state(state)
         dist_utils.broadcast_module(self.G, info)
@@ -128,6 +139,8 @@ class Trainer:
         return min(step, math.ceil(self.schedule.end1 / self.cfg.batch))
 
     def stream(self, front_only: bool) -> RealStream:
+        if not front_only:
+            self._streams.pop(True, None)   # phase I is over for good: let its loader workers go
         if front_only not in self._streams:
             # A new stream starts where this run's earlier steps left that data (exact resume).
             done1 = self._steps_in_phase1(self.progress.step)
@@ -155,32 +168,24 @@ class Trainer:
         n, z_dim, dev = self.batch_gpu, G.z_dim, info.device
         new_z = lambda: torch.randn(n, z_dim, device=dev)
 
-        # G: fool D.
+        # G: fool D; every g_reg_interval steps the density regulariser.
         G.requires_grad_(True)
-        self.opt_G.zero_grad(set_to_none=True)
-        self.stats.add(loss.g_main(new_z(), stream.random_labels(n, rng), sphere, res, blur, swap))
-        dist_utils.average_gradients(list(G.parameters()), info)
-        self.opt_G.step()
+        labels = lambda: stream.random_labels(n, rng)
+        self.stats.add(optimizer_step(G, self.opt_G, info, lambda: loss.g_main(new_z(), labels(), sphere, res,
+                                                                               blur, swap)))
         if self.g_reg_interval and p.step % self.g_reg_interval == 0:
-            self.opt_G.zero_grad(set_to_none=True)
-            self.stats.add(loss.g_density_reg(new_z(), stream.random_labels(n, rng), sphere, swap,
-                                              gain=self.g_reg_interval))
-            dist_utils.average_gradients(list(G.parameters()), info)
-            self.opt_G.step()
+            self.stats.add(optimizer_step(G, self.opt_G, info, lambda: loss.g_density_reg(
+                new_z(), labels(), sphere, swap, gain=self.g_reg_interval)))
         G.requires_grad_(False)
 
-        # D: reals up, fakes (and reals under shuffled cameras, with ViCo) down.
+        # D: reals up, fakes (and reals under shuffled cameras, with ViCo) down; lazy R1.
         D.requires_grad_(True)
-        self.opt_D.zero_grad(set_to_none=True)
         vico = cfg.phases.vico_weight if phase.vico else 0.0
-        self.stats.add(loss.d_main(real, c_real, new_z(), stream.random_labels(n, rng), sphere, res, blur, swap, vico))
-        dist_utils.average_gradients(list(D.parameters()), info)
-        self.opt_D.step()
+        self.stats.add(optimizer_step(D, self.opt_D, info, lambda: loss.d_main(
+            real, c_real, new_z(), labels(), sphere, res, blur, swap, vico)))
         if self.d_reg_interval and p.step % self.d_reg_interval == 0:
-            self.opt_D.zero_grad(set_to_none=True)
-            self.stats.add(loss.d_r1(real, c_real, blur, gain=self.d_reg_interval))
-            dist_utils.average_gradients(list(D.parameters()), info)
-            self.opt_D.step()
+            self.stats.add(optimizer_step(D, self.opt_D, info, lambda: loss.d_r1(real, c_real, blur,
+                                                                                 gain=self.d_reg_interval)))
         D.requires_grad_(False)
 
         p.nimg += cfg.batch
@@ -248,7 +253,7 @@ class Trainer:
                       f'ViCo from {cfg.vico_start_kimg:g} kimg (weight {cfg.phases.vico_weight:g})')
         self.log.line(f'networks: {self.origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
                       f'{info.device}; starting at {p.nimg / 1000:g} kimg')
-        if getattr(self, 'missing_optimizers', None):
+        if self.missing_optimizers:
             self.log.line(f'resume: no {" / ".join(self.missing_optimizers)} moments in the state; those Adam optimisers start afresh')
         if p.nimg == 0 and info.is_main:
             self.save_grid('fakes-init.png')
