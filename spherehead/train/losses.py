@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from spherehead.config import NUM_PARSING_CLASSES
 from spherehead.networks.discriminator import DualDiscriminator, filtered_resizing
 from spherehead.networks.generator import Generator
-from spherehead.ops.upfirdn2d import filter2d, setup_filter
+from spherehead.ops.upfirdn2d import filter2d
 from spherehead.train.config import LossConfig
 
 
@@ -57,7 +57,6 @@ class GANLoss:
     def __init__(self, G: Generator, D: DualDiscriminator, cfg: LossConfig, autocast: bool = False):
         self.G, self.D, self.cfg = G, D, cfg
         self.autocast = autocast
-        self.resample_filter = setup_filter([1, 3, 3, 1])
 
     def _amp(self):
         if self.autocast:
@@ -68,7 +67,7 @@ class GANLoss:
     def real_inputs(self, batch: dict, resolution: int) -> dict[str, torch.Tensor]:
         """A loader batch (uint8 images, masks, parsing ids on the device) -> D's input dict."""
         image = batch['image'].to(torch.float32) / 127.5 - 1
-        f = self.resample_filter.to(image.device)
+        f = self.D.resample_filter   # resize the reals with the filter D resizes the fakes with (on its device)
         raw = filtered_resizing(image, resolution, f)
         out = {'image': image, 'image_raw': raw}
         if self.D.mask_channels:
