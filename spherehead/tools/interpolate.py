@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 from spherehead.tools import cli_common as cc
-from spherehead.tools.generate import OUTPUTS
 from spherehead.tools.heads import seed_ws
 from spherehead.tools.media import VideoWriter
-from spherehead.tools.video import (SPHERE_HELP, VIDEO_EXTENSIONS, ViewConfig, check_view, prepare_out,
-                                    render_cell)
+from spherehead.tools.video import (ViewConfig, check_view, head_options, prepare_out, render_cell,
+                                    video_options)
 
 
 @dataclass
@@ -67,10 +66,7 @@ def interpolation_frames(G, ws_list: list[torch.Tensor], cfg: InterpolationConfi
 
 
 @cc.command()
-@cc.network_option()
-@cc.device_option()
-@cc.trunc_option()
-@cc.sphere_option(help=SPHERE_HELP)
+@head_options()
 @click.option('--seeds', type=cc.SeedList(), default='0,1', show_default=True,
               help="two or more seeds, blended in this order, e.g. '2,3' or '0-4'")
 @click.option('--steps', type=click.IntRange(min=2, max=100000), default=60, show_default=True,
@@ -78,14 +74,7 @@ def interpolation_frames(G, ws_list: list[torch.Tensor], cfg: InterpolationConfi
 @click.option('--loop', is_flag=True, help='blend back to the first seed at the end')
 @click.option('--orbit', type=cc.Finite('orbit', -3600, 3600), default=360.0, show_default=True,
               help='degrees the camera turns over the whole video (0 = still)')
-@click.option('--fps', type=cc.Finite('fps', 1, 240), default=30.0, show_default=True, help='frames per second')
-@click.option('--pitch', type=cc.Finite('pitch', -89, 89), default=0.0, show_default=True,
-              help='camera elevation in degrees (+ = from above)')
-@click.option('--output', 'what', type=click.Choice(OUTPUTS), default='image', show_default=True,
-              help='what to show')
-@click.option('--compare-spheres', is_flag=True, help='show sphere A, sphere B and fused side by side (left to right)')
-@click.option('--out', type=cc.OutputFile(VIDEO_EXTENSIONS, 'video'), default='interp.mp4', show_default=True,
-              help='.mp4 (H.264) or .gif')
+@video_options(default_out='interp.mp4')
 def interpolate(network, device, truncation_psi, sphere, seeds, steps, loop, orbit, fps, pitch, what,
                 compare_spheres, out):
     """Blend between seeds (linearly in W) while the camera orbits; rendered without ray jitter."""

@@ -128,23 +128,40 @@ def prepare_out(out: str):
 SPHERE_HELP = 'A = sphere A alone (F1), B = sphere B alone (F2), fused = both (A and B need a sphere model)'
 
 
+def _stack(*decorators):
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
+def head_options():
+    """--network, --device, --trunc, --sphere: which network renders which heads (video, interpolate)."""
+    return _stack(cc.network_option(), cc.device_option(), cc.trunc_option(), cc.sphere_option(help=SPHERE_HELP))
+
+
+def video_options(default_out: str):
+    """--fps, --pitch, --output, --compare-spheres, --out: how a video is drawn and written."""
+    return _stack(
+        click.option('--fps', type=cc.Finite('fps', 1, 240), default=30.0, show_default=True, help='frames per second'),
+        click.option('--pitch', type=cc.Finite('pitch', -89, 89), default=0.0, show_default=True,
+                     help='camera elevation in degrees (+ = from above)'),
+        click.option('--output', 'what', type=click.Choice(OUTPUTS), default='image', show_default=True,
+                     help='what to show'),
+        click.option('--compare-spheres', is_flag=True,
+                     help='show sphere A, sphere B and fused side by side (left to right)'),
+        click.option('--out', type=cc.OutputFile(VIDEO_EXTENSIONS, 'video'), default=default_out, show_default=True,
+                     help='.mp4 (H.264) or .gif'))
+
+
 @cc.command()
-@cc.network_option()
-@cc.device_option()
-@cc.trunc_option()
-@cc.sphere_option(help=SPHERE_HELP)
+@head_options()
 @click.option('--seeds', type=cc.SeedList(), default='0-3', show_default=True,
               help="seeds, e.g. '0,1,2' or '0-3' (tiled in a grid)")
 @click.option('--frames', type=click.IntRange(min=1, max=100000), default=120, show_default=True,
               help='frames for the 360 degrees')
-@click.option('--fps', type=cc.Finite('fps', 1, 240), default=30.0, show_default=True, help='frames per second')
-@click.option('--pitch', type=cc.Finite('pitch', -89, 89), default=0.0, show_default=True,
-              help='camera elevation in degrees (+ = from above)')
-@click.option('--output', 'what', type=click.Choice(OUTPUTS), default='image', show_default=True,
-              help='what to show')
-@click.option('--compare-spheres', is_flag=True, help='show sphere A, sphere B and fused side by side (left to right)')
-@click.option('--out', type=cc.OutputFile(VIDEO_EXTENSIONS, 'video'), default='turntable.mp4', show_default=True,
-              help='.mp4 (H.264) or .gif')
+@video_options(default_out='turntable.mp4')
 def video(network, device, truncation_psi, sphere, seeds, frames, fps, pitch, what, compare_spheres, out):
     """A 360-degree turntable of each seed (seeds tiled in a grid), rendered without ray jitter."""
     from tqdm import tqdm
