@@ -1,4 +1,4 @@
-"""Upsample, pad, FIR-filter, downsample: the resampling op of StyleGAN2 (reference PyTorch path).
+"""Upsample, pad, FIR-filter, downsample: the resampling op of StyleGAN2.
 
 `upfirdn2d` performs, per channel and in this order (like scipy.signal.upfirdn):
 
@@ -10,13 +10,26 @@
 
 Filters come from `setup_filter`: 2D [fh, fw], or 1D [taps] applied separably
 (horizontal pass, then vertical). A filter is a float32 tensor that never needs grad.
+
+`upfirdn2d` is an autograd Function whose backward is upfirdn2d again (flipped filter,
+up and down swapped, padding chosen so that the sizes match), so a second-order gradient
+(the discriminator's R1 penalty) is one more such call. Autograd's own double backward
+of a depthwise convolution runs one convolution per channel (thousands of launches:
+8.4 s for one paper-config R1 pass on an H100). On CUDA the forward is one kernel
+(upfirdn2d_kernel.cu) that never materialises the upsampled or padded image; elsewhere,
+with SPHEREHEAD_NO_CUDA_KERNELS=1, or when the build fails (one warning), it is
+`upfirdn2d_reference`, the plain PyTorch composition (zero insertion, pad, depthwise
+convolution, decimation), which tests also differentiate directly.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
+
+from spherehead.ops.extension import LazyExtension
 
 Scaling = Union[int, Sequence[int]]   # f or (fx, fy)
 Padding = Union[int, Sequence[int]]   # p, (px, py) or (x0, x1, y0, y1)
@@ -91,9 +104,81 @@ def setup_filter(f, device: torch.device | str = 'cpu', normalize: bool = True, 
     return f.to(device=device)
 
 
+_extension = LazyExtension('spherehead_upfirdn2d', Path(__file__).with_name('upfirdn2d_kernel.cu'), 'upfirdn2d')
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Scaling = 1, down: Scaling = 1,
               padding: Padding = 0, flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
-    """Upsample by zero insertion, pad, filter, downsample by decimation.
+    """Upsample by zero insertion, pad, filter, downsample by decimation (arguments and shapes as in
+    `upfirdn2d_reference`); differentiable to any order, with the CUDA kernel where it can run."""
+    x, f, up, down, pad = _check(x, f, up, down, padding)
+    return _UpFirDn2d.apply(x, f, up, down, pad, bool(flip_filter), float(gain))
+
+
+def _check(x, f, up, down, padding):
+    """Validated (x, f, (upx, upy), (downx, downy), (x0, x1, y0, y1))."""
+    if x.ndim != 4:
+        raise ValueError(f'x must be [batch, channels, H, W], got shape {tuple(x.shape)}')
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    if f.ndim not in (1, 2) or f.dtype != torch.float32 or f.requires_grad:
+        raise ValueError('f must be a float32 1D or 2D filter that does not require grad')
+    upx, upy = parse_scaling(up)
+    downx, downy = parse_scaling(down)
+    x0, x1, y0, y1 = parse_padding(padding)
+    h, w = x.shape[2:]
+    if w * upx + x0 + x1 < f.shape[-1] or h * upy + y0 + y1 < f.shape[0]:
+        raise ValueError('the padded, upsampled image is smaller than the filter')
+    return x, f, (upx, upy), (downx, downy), (x0, x1, y0, y1)
+
+
+class _UpFirDn2d(torch.autograd.Function):
+    """upfirdn2d with an explicit backward (itself an upfirdn2d), saving no activations."""
+
+    @staticmethod
+    def forward(ctx, x, f, up, down, pad, flip_filter, gain):
+        ctx.save_for_backward(f)
+        ctx.args = (tuple(x.shape), up, down, pad, flip_filter, gain)
+        if _extension.usable(x, f) and x.dtype in _KERNEL_DTYPES:
+            return _kernel_forward(x, f, up, down, pad, flip_filter, gain)
+        return upfirdn2d_reference(x, f, up, down, pad, flip_filter, gain)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (f,) = ctx.saved_tensors
+        (_, _, h, w), (upx, upy), (downx, downy), (x0, x1, y0, y1), flip_filter, gain = ctx.args
+        fw, fh = filter_size(f)
+        oh, ow = dy.shape[2:]
+        # The adjoint: zero-insert by `down`, full correlation with f (pad by the filter size minus
+        # the forward's padding), crop what the forward's tail padding and decimation dropped,
+        # decimate by `up`.
+        gpad = (fw - x0 - 1, w * upx - ow * downx + x0 - upx + 1,
+                fh - y0 - 1, h * upy - oh * downy + y0 - upy + 1)
+        dx = _UpFirDn2d.apply(dy, f, (downx, downy), (upx, upy), gpad, not flip_filter, gain)
+        return dx, None, None, None, None, None, None
+
+
+def _kernel_forward(x, f, up, down, pad, flip_filter, gain):
+    """The CUDA kernel: a 2D filter in one pass, a 1D filter as a horizontal then a vertical pass."""
+    ext = _extension.get()
+    n, c, h, w = x.shape
+    f = f * (gain ** (f.ndim / 2))
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, pad
+    xs = x.reshape(n * c, h, w).contiguous()
+    if f.ndim == 2:
+        y = ext.forward(xs, f.contiguous(), upx, upy, downx, downy, x0, x1, y0, y1)
+    else:
+        y = ext.forward(xs, f[None].contiguous(), upx, 1, downx, 1, x0, x1, 0, 0)
+        y = ext.forward(y, f[:, None].contiguous(), 1, upy, 1, downy, 0, 0, y0, y1)
+    return y.reshape(n, c, *y.shape[1:])
+
+
+def upfirdn2d_reference(x: torch.Tensor, f: torch.Tensor | None, up: Scaling = 1, down: Scaling = 1,
+                        padding: Padding = 0, flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad, filter, downsample by decimation (plain PyTorch ops).
 
     Args:
         x: [batch, channels, H, W].
@@ -105,18 +190,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Scaling = 1, down: Sc
     Returns:
         [batch, channels, (H*up_y + y0 + y1 - fh) // down_y + 1, (W*up_x + x0 + x1 - fw) // down_x + 1].
     """
-    if x.ndim != 4:
-        raise ValueError(f'x must be [batch, channels, H, W], got shape {tuple(x.shape)}')
-    if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    if f.ndim not in (1, 2) or f.dtype != torch.float32 or f.requires_grad:
-        raise ValueError('f must be a float32 1D or 2D filter that does not require grad')
+    x, f, (upx, upy), (downx, downy), (x0, x1, y0, y1) = _check(x, f, up, down, padding)
     n, c, h, w = x.shape
-    upx, upy = parse_scaling(up)
-    downx, downy = parse_scaling(down)
-    x0, x1, y0, y1 = parse_padding(padding)
-    if w * upx + x0 + x1 < f.shape[-1] or h * upy + y0 + y1 < f.shape[0]:
-        raise ValueError('the padded, upsampled image is smaller than the filter')
 
     # 1. Zero insertion: every pixel becomes the top-left corner of an up_y x up_x cell.
     x = x.reshape(n, c, h, 1, w, 1)
