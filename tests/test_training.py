@@ -42,7 +42,8 @@ from spherehead.checkpoint import numbered_files
 from spherehead.train.snapshot import load_state, newest_state
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPROCESS_ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+SUBPROCESS_ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1',
+                  'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
 SUBPROCESS_ENV.pop('SPHEREHEAD_TRACEBACK', None)
 
 BATCH = 4
@@ -586,6 +587,9 @@ def test_two_process_gloo_run_under_torchrun(config_file, tmp_path):
     sh.load_generator(run / 'network-snapshot-000000.safetensors')
     records = [json.loads(line) for line in (run / 'stats.jsonl').read_text().splitlines()]
     assert len(records) == 3 and all(math.isfinite(r['G/loss']) and math.isfinite(r['D/loss']) for r in records)
+    # Each tick checks the ranks' weights against each other and says so in the log.
+    assert [r['Sync/param_spread'] for r in records] == [0.0, 0.0, 0.0]
+    assert log.count('ranks 2 weights equal') == 3
 
 
 # ---------------------------------------------------------------------- GPU

@@ -68,8 +68,12 @@ def _timer(device: torch.device):
     return lambda: (time.perf_counter() - t0) * 1000
 
 
-def bench_train_step(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
-                     precision: str = 'fp32', warmup: int = 3, repeat: int = 10) -> StepTiming:
+def train_passes(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
+                 precision: str = 'fp32') -> tuple[TrainingConfig, int, dict]:
+    """(config, neural resolution, {pass name: callable running it once}) on random inputs.
+
+    Passes: g_main, g_reg (density regulariser), d_main (with ViCo), d_r1; each callable runs
+    the forward, the backward and the Adam step (profilers and benchmarks call them)."""
     cfg = default_config(preset_name)
     if neural_res is not None:
         cfg = dataclasses.replace(cfg, neural_rendering_resolution_initial=neural_res)
@@ -95,6 +99,12 @@ def bench_train_step(preset_name: str, batch: int, device: torch.device, neural_
                                                              0.0, 0.7, vico_weight=1.0)),
         'd_r1': lambda: run(D, opt_D, lambda: loss.d_r1(loss.real_inputs(data, res), c, 0.0, gain=16)),
     }
+    return cfg, res, passes
+
+
+def bench_train_step(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
+                     precision: str = 'fp32', warmup: int = 3, repeat: int = 10) -> StepTiming:
+    cfg, res, passes = train_passes(preset_name, batch, device, neural_res, precision)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     ms: dict[str, float] = {}

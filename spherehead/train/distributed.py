@@ -109,3 +109,20 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def parameter_spread(modules: list[torch.nn.Module], info: DistInfo) -> float:
+    """How far the ranks' weights have drifted apart: the largest difference, over ranks, of a
+    float64 checksum of every parameter (each tensor's sum times its position, so that swapped
+    or offsetting changes still show). 0.0 when every rank holds the same weights (they should,
+    bit for bit: all apply the same averaged gradients); 0.0 on one rank. Buffers are left out:
+    tracked statistics such as the mapping's w_avg follow each rank's own latents."""
+    if not info.enabled:
+        return 0.0
+    tensors = [t for m in modules for t in m.parameters()]
+    sums = torch.stack([t.detach().double().sum() for t in tensors])
+    checksum = (sums * torch.arange(1, len(tensors) + 1, dtype=torch.float64, device=sums.device)).sum().reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(info.world_size)]
+    dist.all_gather(gathered, checksum)
+    values = torch.cat(gathered)
+    return float((values - values[0]).abs().max())

@@ -237,7 +237,9 @@ class Trainer:
                 f'vico {"on" if ph.vico else "off"}  sec/kimg {sec_per_kimg:6.2f}  gpumem {mem:5.2f} GiB  '
                 f'G {fmt("G/loss")}  D {fmt("D/loss")}  vico_loss {fmt("D/vico")}  r1 {fmt("D/r1_penalty")}  '
                 f'density {fmt("G/density_reg")}  blur {self.schedule.blur_sigma(last):.2f}  '
-                f'res {self.schedule.neural_rendering_resolution(last)}')
+                f'res {self.schedule.neural_rendering_resolution(last)}'
+                + (f'  ranks {self.info.world_size} weights {"equal" if values["Sync/param_spread"] == 0 else "DIFFER by %.3g" % values["Sync/param_spread"]}'
+                   if 'Sync/param_spread' in values else ''))
 
     # ------------------------------------------------------------------ main loop
     def _request_stop(self, signum, frame) -> None:
@@ -279,6 +281,9 @@ class Trainer:
                     values = self.stats.reduce(info, LOG_KEYS)
                     sec_per_kimg = (now - tick_start_time) / max(p.nimg - tick_start_nimg, 1) * 1000
                     mem = gpu_memory_gib(info.device)
+                    if info.enabled:   # every rank must hold the same weights; the log shows it
+                        values['Sync/param_spread'] = dist_utils.parameter_spread(
+                            [self.G, self.D, self.G_ema], info)
                     values.update({'Timing/sec_per_kimg': sec_per_kimg, 'Resources/gpu_mem_gib': mem,
                                    'Progress/phase': self.schedule.at(max(p.nimg - cfg.batch, 0)).phase,
                                    'Progress/blur_sigma': self.schedule.blur_sigma(max(p.nimg - cfg.batch, 0))})
