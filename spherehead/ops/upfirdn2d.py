@@ -106,6 +106,7 @@ def setup_filter(f, device: torch.device | str = 'cpu', normalize: bool = True, 
 
 _extension = LazyExtension('spherehead_upfirdn2d', Path(__file__).with_name('upfirdn2d_kernel.cu'), 'upfirdn2d')
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_KERNEL_MAX_TAPS = 64   # the kernel's shared-memory tile holds the footprint of a filter up to this size
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Scaling = 1, down: Scaling = 1,
@@ -140,7 +141,7 @@ class _UpFirDn2d(torch.autograd.Function):
     def forward(ctx, x, f, up, down, pad, flip_filter, gain):
         ctx.save_for_backward(f)
         ctx.args = (tuple(x.shape), up, down, pad, flip_filter, gain)
-        if _extension.usable(x, f) and x.dtype in _KERNEL_DTYPES:
+        if x.dtype in _KERNEL_DTYPES and max(f.shape) <= _KERNEL_MAX_TAPS and _extension.usable(x, f):
             return _kernel_forward(x, f, up, down, pad, flip_filter, gain)
         return upfirdn2d_reference(x, f, up, down, pad, flip_filter, gain)
 

@@ -3,43 +3,63 @@
 // spherehead/ops/upfirdn2d.py's reference (scipy.signal.upfirdn order); the filter arrives
 // already oriented (flipped on the host for a true convolution) and scaled by the gain.
 //
-// Thread i computes output element i of [NC, OH, OW]. Output (oy, ox) covers taps
-// (ty, tx) of the filter at positions (oy * down_y - pad_y0 + ty, ox * down_x - pad_x0 + tx)
-// of the upsampled image; a position contributes when it falls on an original pixel (a
-// multiple of up) inside the image. Accumulation is in float32 for every input dtype.
+// Output (oy, ox) covers taps (ty, tx) of the filter at positions
+// (oy * down_y - pad_y0 + ty, ox * down_x - pad_x0 + tx) of the upsampled image; a position
+// contributes when it falls on an original pixel (a multiple of up) inside the image.
+// Accumulation is in float32 for every input dtype.
 #include <torch/extension.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 namespace {
 
+constexpr int kTileW = 32;  // outputs per block along x (one warp)
+constexpr int kTileH = 8;   // outputs per block along y
+
+__host__ __device__ __forceinline__ int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+__host__ __device__ __forceinline__ int ceil_div(int a, int b) { return -floor_div(-a, b); }
+__device__ __forceinline__ int pos_mod(int a, int b) { return ((a % b) + b) % b; }
+
+// One block computes a kTileH x kTileW tile of outputs of one image plane. It first copies the
+// input pixels under the tile's footprint (zeros outside the image) into shared memory, then each
+// thread sums only the taps that land on original pixels (every up-th tap: the others multiply
+// inserted zeros), reading shared memory.
 template <typename scalar_t>
 __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f,
-                                 scalar_t* __restrict__ y, int64_t total, int H, int W, int OH, int OW,
-                                 int fh, int fw, int upx, int upy, int downx, int downy, int px0, int py0) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const int ox = static_cast<int>(i % OW);
-  const int oy = static_cast<int>((i / OW) % OH);
-  const int64_t plane = i / (static_cast<int64_t>(OW) * OH);
-  const scalar_t* xp = x + plane * static_cast<int64_t>(H) * W;
-  const int uy0 = oy * downy - py0;   // upsampled-image row under filter row 0
-  const int ux0 = ox * downx - px0;
-  const int UH = H * upy, UW = W * upx;
-  float acc = 0.0f;
-  for (int ty = 0; ty < fh; ++ty) {
-    const int uy = uy0 + ty;
-    if (uy < 0 || uy >= UH || uy % upy != 0) continue;
-    const int iy = uy / upy;
-    const float* frow = f + ty * fw;
-    for (int tx = 0; tx < fw; ++tx) {
-      const int ux = ux0 + tx;
-      if (ux < 0 || ux >= UW || ux % upx != 0) continue;
-      acc += static_cast<float>(xp[static_cast<int64_t>(iy) * W + ux / upx]) * __ldg(frow + tx);
+                                 scalar_t* __restrict__ y, int64_t planes, int H, int W, int OH, int OW,
+                                 int fh, int fw, int upx, int upy, int downx, int downy, int px0, int py0,
+                                 int tile_in_w, int tile_in_h) {
+  extern __shared__ float tile[];
+  const int ox = blockIdx.x * kTileW + threadIdx.x;
+  const int oy = blockIdx.y * kTileH + threadIdx.y;
+  // Input pixel at the tile's top-left corner: the first whose upsampled position is inside
+  // the footprint of the tile's first output.
+  const int ix_lo = ceil_div(static_cast<int>(blockIdx.x) * kTileW * downx - px0, upx);
+  const int iy_lo = ceil_div(static_cast<int>(blockIdx.y) * kTileH * downy - py0, upy);
+  const int ux0 = ox * downx - px0, uy0 = oy * downy - py0;
+  const int tid = threadIdx.y * kTileW + threadIdx.x;
+  for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
+    const scalar_t* xp = x + plane * static_cast<int64_t>(H) * W;
+    __syncthreads();   // the previous plane's reads are done
+    for (int k = tid; k < tile_in_w * tile_in_h; k += kTileW * kTileH) {
+      const int iy = iy_lo + k / tile_in_w, ix = ix_lo + k % tile_in_w;
+      tile[k] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? static_cast<float>(xp[static_cast<int64_t>(iy) * W + ix])
+                                                         : 0.0f;
+    }
+    __syncthreads();
+    if (ox < OW && oy < OH) {
+      float acc = 0.0f;
+      for (int ty = pos_mod(-uy0, upy); ty < fh; ty += upy) {
+        const float* trow = tile + ((uy0 + ty) / upy - iy_lo) * tile_in_w - ix_lo;
+        const float* frow = f + ty * fw;
+        for (int tx = pos_mod(-ux0, upx); tx < fw; tx += upx) acc += trow[(ux0 + tx) / upx] * __ldg(frow + tx);
+      }
+      y[(plane * OH + oy) * static_cast<int64_t>(OW) + ox] = static_cast<scalar_t>(acc);
     }
   }
-  y[i] = static_cast<scalar_t>(acc);
 }
 
 }  // namespace
@@ -61,15 +81,20 @@ torch::Tensor upfirdn2d_forward(torch::Tensor x, torch::Tensor f, int upx, int u
   const int OW = (W * upx + px0 + px1 - fw) / downx + 1;
   TORCH_CHECK(OH >= 1 && OW >= 1, "upfirdn2d: the padded, upsampled image is smaller than the filter");
   auto y = torch::empty({NC, OH, OW}, x.options());
-  const int64_t total = NC * OH * OW;
-  if (total == 0) return y;
-  const int threads = 256;
-  const int64_t blocks = (total + threads - 1) / threads;
+  if (NC * OH * OW == 0) return y;
+  // Input pixels under one tile's footprint, with one spare row and column for the rounding.
+  const int tile_in_w = ((kTileW - 1) * downx + fw - 1) / upx + 2;
+  const int tile_in_h = ((kTileH - 1) * downy + fh - 1) / upy + 2;
+  const size_t smem = static_cast<size_t>(tile_in_w) * tile_in_h * sizeof(float);
+  TORCH_CHECK(smem <= 48 * 1024, "upfirdn2d: filter too large for the kernel's tile");
+  const dim3 block(kTileW, kTileH);
+  const dim3 grid((OW + kTileW - 1) / kTileW, (OH + kTileH - 1) / kTileH,
+                  static_cast<unsigned>(std::min<int64_t>(NC, 65535)));
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d", [&] {
-    upfirdn2d_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), total, H, W, OH, OW, fh, fw,
-        upx, upy, downx, downy, px0, py0);
+    upfirdn2d_kernel<scalar_t><<<grid, block, smem, stream>>>(
+        x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), NC, H, W, OH, OW, fh, fw,
+        upx, upy, downx, downy, px0, py0, tile_in_w, tile_in_h);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return y;

@@ -2,6 +2,10 @@
 
     spherehead bench sampler                       # dual-sphere sampler: reference vs CUDA kernel
     spherehead bench render --network random:paper # G.synthesis per stage, kernel vs reference
+    spherehead bench generator|orbit|marcher|train-step --config paper --batch 4 --neural 64
+
+Every command prints the PyTorch reference (SPHEREHEAD_NO_CUDA_KERNELS=1) and the fast path
+(kernels on) side by side on CUDA; on CPU only the reference runs.
 """
 from __future__ import annotations
 
@@ -89,13 +93,13 @@ def _cpu_note(device: torch.device) -> None:
 
 
 @cc.group(invoke_without_command=True)
-@click.option('--what', type=click.Choice(['sampler', 'render', 'train-step']),
+@click.option('--what', type=click.Choice(['generator', 'orbit', 'sampler', 'marcher', 'render', 'train-step']),
               help='run one benchmark with the options below (same as the sub-command of that name)')
 @click.option('--config', 'preset_name', type=click.Choice(['tiny', 'demo', 'paper']), default='paper',
               show_default=True, help='preset (train-step)')
 @click.option('--batch', type=click.IntRange(1, 1024), default=4, show_default=True)
-@click.option('--neural', type=click.IntRange(8, 512), default=None, help='neural rendering resolution (train-step) '
-              '[default: 64, as training starts]')
+@click.option('--neural', type=click.IntRange(8, 512), default=None, help='neural rendering resolution '
+              '[default: 64 for train-step and generator, as training starts; the preset\'s for orbit]')
 @click.option('--precision', type=click.Choice(['fp32', 'bf16']), default='fp32', show_default=True,
               help='train-step: bf16 autocast on CUDA')
 @cc.device_option()
@@ -118,8 +122,82 @@ def bench(ctx, what, preset_name, batch, neural, precision, device, repeat) -> N
                    device=device, repeat=repeat)
     elif what == 'sampler':
         ctx.invoke(sampler, N=batch, device=device, repeat=repeat)
+    elif what in ('generator', 'orbit', 'marcher'):
+        ctx.invoke(globals()[what], preset_name=preset_name, batch=batch, neural=neural, device=device, repeat=repeat)
     else:
         ctx.invoke(render, network=f'random:{preset_name}', batch=batch, device=device, repeat=repeat)
+
+
+def _preset_options(f):
+    f = click.option('--repeat', type=click.IntRange(1, 10000), default=None,
+                     help='timed runs  [default: 20 on CUDA, 3 on CPU]')(f)
+    f = cc.device_option()(f)
+    f = click.option('--neural', type=click.IntRange(8, 512), default=None, help='neural rendering resolution')(f)
+    f = click.option('--batch', type=click.IntRange(1, 1024), default=4, show_default=True)(f)
+    f = click.option('--config', 'preset_name', type=click.Choice(['tiny', 'demo', 'paper']), default='paper',
+                     show_default=True, help='preset (random weights)')(f)
+    return f
+
+
+def _preset_header(preset_name: str, batch: int, neural: int, device, repeat: int, warmup: int) -> None:
+    from spherehead.config import preset
+    cfg = preset(preset_name)
+    r = cfg.rendering
+    click.echo(_header(device))
+    click.echo(f'config {preset_name} (random weights): {cfg.representation}, {cfg.img_resolution} px out, '
+               f'planes {cfg.triplane_size} px x {cfg.feature_channels} ch, {r.depth_resolution}+'
+               f'{r.depth_resolution_importance} samples, neural {neural}, batch {batch}; '
+               f'ms median of {repeat} after {warmup} warm-up(s), CUDA events; peak = max allocated above the inputs')
+    _cpu_note(device)
+
+
+@bench.command()
+@_preset_options
+def generator(preset_name, batch, neural, device, repeat):
+    """G(z, c): forward (eval, no grad) and forward + backward (train mode), reference vs fast."""
+    from spherehead.tools.bench_paths import bench_generator, table
+    device = torch.device(device)
+    neural = neural or 64
+    repeat, warmup = _defaults(device, repeat, 3)
+    _preset_header(preset_name, batch, neural, device, repeat, warmup)
+    for line in table(bench_generator(preset_name, batch, neural, device, warmup, repeat), batch):
+        click.echo(line)
+
+
+@bench.command()
+@_preset_options
+def orbit(preset_name, batch, neural, device, repeat):
+    """One visualizer frame with the backbone cached (batch 1, deterministic), reference vs fast."""
+    from spherehead.config import preset
+    from spherehead.tools.bench_paths import bench_orbit, table
+    device = torch.device(device)
+    neural = neural or preset(preset_name).rendering.neural_rendering_resolution
+    repeat, warmup = _defaults(device, repeat, 3)
+    _preset_header(preset_name, 1, neural, device, repeat, warmup)
+    for line in table(bench_orbit(preset_name, neural, device, warmup, repeat), 1):
+        click.echo(line)
+
+
+@bench.command()
+@_preset_options
+def marcher(preset_name, batch, neural, device, repeat):
+    """The ray marcher on random samples of the preset's shape (all samples of one pass), reference vs fast."""
+    from spherehead.config import preset
+    from spherehead.tools.bench_paths import bench_marcher, table
+    device = torch.device(device)
+    cfg = preset(preset_name)
+    neural = neural or 64
+    samples = cfg.rendering.depth_resolution + cfg.rendering.depth_resolution_importance
+    channels = cfg.feature_channels + 1
+    repeat, warmup = _defaults(device, repeat, 3)
+    _preset_header(preset_name, batch, neural, device, repeat, warmup)
+    click.echo(f'marcher input: [{batch}, {neural * neural} rays, {samples} samples, {channels} channels '
+               f'(features + ownership)]')
+    rows = bench_marcher(batch, neural, samples, channels, device, warmup, repeat)
+    if len(rows) == 1 and device.type == 'cuda':
+        click.echo('no fused marcher kernel: the fast path is the reference')
+    for line in table(rows, batch):
+        click.echo(line)
 
 
 @bench.command(name='train-step')
@@ -136,10 +214,19 @@ def train_step(preset_name, batch, neural, precision, device, repeat):
     repeat = repeat or (10 if device.type == 'cuda' else 2)
     click.echo(_header(device))
     _cpu_note(device)
-    timing = bench_train_step(preset_name, batch, device, neural_res=neural, precision=precision,
-                              warmup=3 if device.type == 'cuda' else 1, repeat=repeat)
-    for line in timing.lines():
-        click.echo(line)
+    from spherehead.tools.bench_paths import kernels, paths
+    timings = []
+    for name, on in paths(device):
+        with kernels(on):
+            timing = bench_train_step(preset_name, batch, device, neural_res=neural, precision=precision,
+                                      warmup=3 if device.type == 'cuda' else 1, repeat=repeat)
+        timings.append(timing)
+        click.echo(f'-- {name} ({"CUDA kernels" if on else "PyTorch reference"})')
+        for line in timing.lines():
+            click.echo(line)
+    if len(timings) == 2:
+        click.echo(f'speed-up (reference / fast): iteration {timings[0].ms_per_iter / timings[1].ms_per_iter:.2f}x; '
+                   + ', '.join(f'{k} {timings[0].ms[k] / timings[1].ms[k]:.2f}x' for k in timings[0].ms))
 
 
 @bench.command()

@@ -1,0 +1,187 @@
+"""Reference-versus-fast timings of the generator, the orbit render and the ray marcher.
+
+Each function runs its workload twice, with the CUDA kernels off (the PyTorch reference:
+SPHEREHEAD_NO_CUDA_KERNELS=1) and on, and returns one `PathTiming` per path. Times are
+medians over CUDA events after warm-ups; peak memory is the most allocated above what was
+in use before the timed calls.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+
+from spherehead.ops.extension import ENV_DISABLE
+
+
+@dataclasses.dataclass
+class PathTiming:
+    path: str                       # 'reference' or 'fast'
+    ms: dict[str, float]            # median ms per measurement
+    peak_mib: dict[str, float]      # peak MiB per measurement (nan on CPU)
+
+
+@contextmanager
+def kernels(on: bool):
+    """Kernels on or off for a block (restores the variable afterwards)."""
+    old = os.environ.get(ENV_DISABLE)
+    os.environ[ENV_DISABLE] = '0' if on else '1'
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ENV_DISABLE, None)
+        else:
+            os.environ[ENV_DISABLE] = old
+
+
+def paths(device: torch.device) -> list[tuple[str, bool]]:
+    """[(name, kernels on)]: both on CUDA, the reference alone elsewhere."""
+    return [('reference', False), ('fast', True)] if device.type == 'cuda' else [('reference', False)]
+
+
+def time_ms(fn, device: torch.device, warmup: int, repeat: int) -> tuple[float, float]:
+    """(median ms, peak MiB above the memory in use before; nan on CPU) of fn()."""
+    for _ in range(warmup):
+        fn()
+    if device.type != 'cuda':
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(1000 * (time.perf_counter() - t0))
+        return statistics.median(times), float('nan')
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+
+
+def _generator(preset: str, device: torch.device):
+    from spherehead.checkpoint import load_generator
+    torch.manual_seed(0)
+    return load_generator(f'random:{preset}', device)
+
+
+def _inputs(G, batch: int, device: torch.device):
+    from spherehead.camera import lookat
+    z = torch.randn(batch, G.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    c = torch.cat([lookat(float(y), 10.0) for y in torch.linspace(-40, 40, batch)]).to(device)
+    return z, c
+
+
+def bench_generator(preset: str, batch: int, neural: int, device: torch.device, warmup: int,
+                    repeat: int) -> list[PathTiming]:
+    """G(z, c) forward (eval, no grad) and forward + backward (train mode, gradients of every
+    parameter from a loss on image and image_raw) at neural rendering resolution `neural`."""
+    out = []
+    for name, on in paths(device):
+        with kernels(on):
+            G = _generator(preset, device).requires_grad_(True)
+            z, c = _inputs(G, batch, device)
+            kw = dict(neural_rendering_resolution=neural, noise_mode='const')
+
+            def forward():
+                with torch.no_grad():
+                    G.eval()(z, c, **kw)
+
+            def forward_backward():
+                res = G.train()(z, c, **kw)
+                (res['image'].square().mean() + res['image_raw'].square().mean()).backward()
+                G.zero_grad(set_to_none=True)
+
+            f_ms, f_mem = time_ms(forward, device, warmup, repeat)
+            b_ms, b_mem = time_ms(forward_backward, device, warmup, repeat)
+            out.append(PathTiming(name, {'forward': f_ms, 'forward+backward': b_ms},
+                                  {'forward': f_mem, 'forward+backward': b_mem}))
+            del G
+    return out
+
+
+def bench_orbit(preset: str, neural: int, device: torch.device, warmup: int, repeat: int) -> list[PathTiming]:
+    """One visualizer frame with the backbone cached: G.synthesis(ws, c, planes=...) at batch 1,
+    deterministic, camera moving by 3 degrees a frame."""
+    from spherehead.camera import lookat
+    out = []
+    for name, on in paths(device):
+        with kernels(on):
+            G = _generator(preset, device).eval()
+            z, c = _inputs(G, 1, device)
+            cams = [lookat(float(y), 10.0, device=device) for y in range(0, 360, 3)]
+            with torch.no_grad():
+                ws = G.mapping(z, c, truncation_psi=0.7)
+                planes = G.backbone_planes(ws)
+            frame = iter(range(10 ** 9))
+
+            def render():
+                with torch.no_grad():
+                    G.synthesis(ws, cams[next(frame) % len(cams)], planes=planes, deterministic=True,
+                                neural_rendering_resolution=neural)
+
+            ms, mem = time_ms(render, device, warmup, repeat)
+            out.append(PathTiming(name, {'frame': ms}, {'frame': mem}))
+            del G
+    return out
+
+
+def bench_marcher(batch: int, neural: int, samples: int, channels: int, device: torch.device, warmup: int,
+                  repeat: int) -> list[PathTiming]:
+    """march_rays on [batch, neural^2 rays, samples, channels] random colours and densities,
+    forward and forward + backward (gradients of colours and densities)."""
+    from spherehead.render.ray_marcher import march_rays
+    g = torch.Generator().manual_seed(0)
+    R = neural * neural
+    colors = torch.rand(batch, R, samples, channels, generator=g).to(device)
+    sigma = torch.randn(batch, R, samples, 1, generator=g).to(device)
+    depths = torch.sort(2.25 + torch.rand(batch, R, samples, 1, generator=g) * 1.05, dim=2).values.to(device)
+    out = []
+    for name, on in paths(device):
+        with kernels(on):
+            def forward():
+                with torch.no_grad():
+                    march_rays(colors, sigma, depths)
+
+            cg, sg = colors.clone().requires_grad_(True), sigma.clone().requires_grad_(True)
+
+            def forward_backward():
+                comp, depth, weights = march_rays(cg, sg, depths)
+                torch.autograd.grad(comp.sum() + depth.sum() + weights.sum(), (cg, sg))
+
+            f_ms, f_mem = time_ms(forward, device, warmup, repeat)
+            b_ms, b_mem = time_ms(forward_backward, device, warmup, repeat)
+            out.append(PathTiming(name, {'forward': f_ms, 'forward+backward': b_ms},
+                                  {'forward': f_mem, 'forward+backward': b_mem}))
+    return out
+
+
+def copy_bandwidth_gbs(device: torch.device, mib: int = 1024) -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second, GB/s) of a `mib` MiB clone."""
+    x = torch.empty(mib * 2 ** 20 // 4, device=device)
+    ms, _ = time_ms(lambda: x.clone(), device, 3, 10)
+    return 2 * x.numel() * 4 / (ms / 1000) / 1e9
+
+
+def table(rows: list[PathTiming], batch: int) -> list[str]:
+    """Rows of ms, images per second and peak MiB per measurement, and the reference/fast ratio."""
+    keys = list(rows[0].ms)
+    mib = lambda v: '-' if v != v else f'{v:.0f}'
+    lines = [f'{"path":10s} ' + ' '.join(f'{k + " ms":>19s} {"img/s":>8s} {"peak MiB":>9s}' for k in keys)]
+    for r in rows:
+        lines.append(f'{r.path:10s} ' + ' '.join(f'{r.ms[k]:19.2f} {batch / r.ms[k] * 1000:8.1f} '
+                                                 f'{mib(r.peak_mib[k]):>9s}' for k in keys))
+    if len(rows) == 2:
+        lines.append('speed-up (reference / fast): ' + ', '.join(f'{k} {rows[0].ms[k] / rows[1].ms[k]:.2f}x'
+                                                                 for k in keys))
+    return lines
