@@ -160,12 +160,16 @@ def dual_sphere_features(planes_A: torch.Tensor, planes_B: torch.Tensor | None, 
                          box_warp: float, sphere: str = 'fused') -> tuple[torch.Tensor, torch.Tensor]:
     """planes [N, 3, C, H, W], points [N, M, 3] world units -> (features [N, M, C], ownership [N, M]).
     See spherehead.render.spherical.sample_dual_sphere for the definition; the CUDA kernel is
-    used when it can run (module docstring), else that reference."""
+    used when it can run (module docstring); on CPU with autograd off, the fast CPU path
+    (spherehead.ops.cpu_sampler; off with SPHEREHEAD_NO_FAST_CPU=1); else that reference."""
     if sphere not in _MODES:
         raise ValueError(f"sphere must be 'A', 'B' or 'fused', got {sphere!r}")
     if planes_B is None and sphere == 'B':
         raise ValueError("this model has a single sphere (A); sphere='B' is not available")
     if not _use_kernel(planes_A, planes_B, points):
+        from spherehead.ops.cpu_sampler import fast_dual_sphere, use_fast_sampler
+        if use_fast_sampler(planes_A, planes_B, points):
+            return fast_dual_sphere(planes_A, planes_B, points, box_warp, sphere)
         return sample_dual_sphere(planes_A, planes_B, points, box_warp, sphere)
     mode = _MODES['A'] if planes_B is None else _MODES[sphere]
     features, ownership = _DualSphereFunction.apply(planes_A, planes_B, points, box_warp, mode)
