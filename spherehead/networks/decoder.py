@@ -45,25 +45,31 @@ class FeatureDecoder(torch.nn.Module):
             rgb = torch.nn.functional.leaky_relu(rgb, 0.2) * math.sqrt(2)
         return {'rgb': rgb, 'sigma': sigma}
 
-    def _forward_fast(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``forward`` for CPU float32 inference: two addmm calls and in-place activations.
+    def _forward_fast(self, features: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
+        """``forward`` for CPU float32 inference: addmm calls and in-place activations, ``chunk``
+        points at a time so that the [chunk, hidden] activations stay in the core's cache.
 
         Softplus is computed as relu(x) + log(1 + exp(-|x|)), the exponent clamped at -20
         (below, 1 + exp(.) is 1 in float32 anyway): torch's softplus goes through log1p and,
         for the wide pre-activations of a trained decoder (|x| up to ~150), through exp's
-        slow underflow path; this form is ~5x faster here and within 1e-6 of it (tested).
+        slow underflow path; this form is several times faster and within 1e-6 of it (tested).
         """
         N, M, C = features.shape
         fc0, fc1 = self.net[0], self.net[2]
-        w0, b0 = fc0.weight * fc0.weight_gain, fc0.bias * fc0.bias_gain
+        w0, b0 = (fc0.weight * fc0.weight_gain).t(), fc0.bias * fc0.bias_gain
         w1, b1 = fc1.weight * fc1.weight_gain, fc1.bias * fc1.bias_gain
-        x = torch.addmm(b0, features.reshape(N * M, C), w0.t())               # [N*M, hidden]
-        soft = x.abs().neg_().clamp_(min=-20.0).exp_().add_(1.0).log_()
-        x = x.clamp_(min=0.0).add_(soft)                                     # softplus
-        sigma = torch.addmm(b1[:1], x, w1[:1].t())                            # [N*M, 1]
-        rgb = torch.addmm(b1[1:], x, w1[1:].t())                              # [N*M, out], contiguous
-        if self.activation == 'sigmoid':
-            rgb = rgb.sigmoid_().mul_(1 + 2 * 0.001).sub_(0.001)
-        elif self.activation == 'lrelu':
-            rgb = torch.nn.functional.leaky_relu_(rgb, 0.2).mul_(math.sqrt(2))
+        w_sigma, w_rgb = w1[:1].t(), w1[1:].t()
+        f = features.reshape(N * M, C)
+        sigma = f.new_empty((N * M, 1))
+        rgb = f.new_empty((N * M, w_rgb.shape[1]))
+        for s in range(0, N * M, chunk):
+            x = torch.addmm(b0, f[s:s + chunk], w0)                              # [chunk, hidden]
+            soft = x.abs().neg_().clamp_(min=-20.0).exp_().add_(1.0).log_()
+            x = x.clamp_(min=0.0).add_(soft)                                     # softplus
+            torch.addmm(b1[:1], x, w_sigma, out=sigma[s:s + chunk])
+            y = torch.addmm(b1[1:], x, w_rgb, out=rgb[s:s + chunk])
+            if self.activation == 'sigmoid':
+                y.sigmoid_().mul_(1 + 2 * 0.001).sub_(0.001)
+            elif self.activation == 'lrelu':
+                torch.nn.functional.leaky_relu_(y, 0.2).mul_(math.sqrt(2))
         return {'rgb': rgb.reshape(N, M, -1), 'sigma': sigma.reshape(N, M, 1)}
