@@ -4,7 +4,8 @@ the GUI's worker runs, on any device.
     python -m viz.bench_worker --network random:paper --device cuda --frames 30
     python -m viz.bench_worker --network random:tiny --device cpu
 
-Prints the device, the config and the date, then median / mean milliseconds per stage for
+Prints the device, the config and the date (on CPU, whether the fast CPU inference path is on:
+SPHEREHEAD_NO_FAST_CPU=1 turns it off), then median / mean milliseconds per stage for
 (1) orbit frames (camera moves, backbone planes cached) and (2) new-latent frames
 (seed changes: mapping + backbone + rendering).
 """
@@ -55,7 +56,10 @@ def main(network, device, frames, render_type, sphere):
     cfg = renderer.network_info['config']
     r = cfg['rendering']
     dev = torch.cuda.get_device_name(torch.device(device)) if torch.device(device).type == 'cuda' else platform.processor() or 'cpu'
-    click.echo(f'date {datetime.date.today()}  device {device} ({dev})  torch {torch.__version__}  threads {torch.get_num_threads()}')
+    from spherehead.ops.cpu_sampler import fast_cpu_disabled
+    fast = 'off (SPHEREHEAD_NO_FAST_CPU / SPHEREHEAD_NO_CUDA_KERNELS set)' if fast_cpu_disabled() else 'on'
+    click.echo(f'date {datetime.date.today()}  device {device} ({dev})  torch {torch.__version__}  threads {torch.get_num_threads()}'
+               + (f'  fast CPU path {fast}' if torch.device(device).type == 'cpu' else ''))
     click.echo(f'network {network}: {renderer.network_info["provenance"]}; {cfg["representation"]}, '
                f'{cfg["img_resolution"]} px out, raw {r["neural_rendering_resolution"]} px, '
                f'{r["depth_resolution"]}+{r["depth_resolution_importance"]} samples, planes {cfg["triplane_size"]} px; '

@@ -8,7 +8,7 @@ one coefficient per tap, so a point's feature is
 
     f[m] = sum_k coef[m, k] * rows[idx[m, k]]      k < 24 (both spheres) or 12 (one sphere)
 
-with ``rows`` the planes as channels-last rows [N * P * H * W, C]. torch's embedding_bag
+with ``rows`` the planes as channels-last rows (plane_rows). torch's embedding_bag
 (mode 'sum', per_sample_weights) does that gather and weighted sum in one pass, without
 temporaries. Same maths as the reference (same coordinate expressions, zero padding,
 align_corners=False); only the float32 summation order differs (differences ~1e-6 of the
@@ -31,6 +31,7 @@ from spherehead.render.spherical import WEIGHT_EPS
 ENV_DISABLE_FAST_CPU = 'SPHEREHEAD_NO_FAST_CPU'
 _ENV_DISABLE_KERNELS = 'SPHEREHEAD_NO_CUDA_KERNELS'   # turns every fast path off, this one included
 PAD = 3          # zero rows / columns framing each plane in plane_rows: 1 before, 2 after
+MAX_ROWS = 2 ** 24   # plane rows are numbered in float32 on the way (exact below 2^24)
 
 
 def fast_cpu_disabled() -> bool:
@@ -51,21 +52,24 @@ def use_fast_sampler(planes_A: torch.Tensor, planes_B: torch.Tensor | None, poin
         return False
     if points.dim() != 3 or points.shape[-1] != 3 or planes_A.dim() != 5 or planes_A.shape[1] != 3:
         return False
-    if points.shape[0] != planes_A.shape[0]:
+    if points.shape[0] != planes_A.shape[0] or (planes_B is not None and planes_B.shape != planes_A.shape):
         return False
-    return planes_B is None or planes_B.shape == planes_A.shape
+    N, _, _, H, W = planes_A.shape
+    return N * 3 * (1 if planes_B is None else 2) * (H + PAD) * (W + PAD) < MAX_ROWS
 
 
 def plane_rows(planes: list[torch.Tensor]) -> torch.Tensor:
     """Plane stacks, each [N, 3, C, H, W] -> rows [N * 3 * len(planes) * (H + PAD) * (W + PAD), C],
     channels last, each plane framed by zeros (one row / column before, two after): row
     ((n * P + p) * (H + PAD) + y + 1) * (W + PAD) + x + 1 holds plane p's feature at pixel (y, x)
-    of item n. The frame is grid_sample's zero padding: every tap of a clamped coordinate
-    reads a real pixel or a zero, so the sampler needs no bounds masks."""
-    x = planes[0] if len(planes) == 1 else torch.cat(planes, dim=1)        # [N, P, C, H, W]
-    N, P, C, H, W = x.shape
-    x = F.pad(x.reshape(N * P, C, H, W), (1, PAD - 1, 1, PAD - 1))
-    return x.permute(0, 2, 3, 1).reshape(N * P * (H + PAD) * (W + PAD), C)
+    of item n (p counts the planes of all stacks). The frame is grid_sample's zero padding:
+    every tap of a clamped coordinate reads a real pixel or a zero, so the sampler needs no
+    bounds masks."""
+    N, P, C, H, W = planes[0].shape
+    rows = planes[0].new_zeros((N, len(planes), P, H + PAD, W + PAD, C))
+    for s, stack in enumerate(planes):
+        rows[:, s, :, 1:H + 1, 1:W + 1] = stack.permute(0, 1, 3, 4, 2)
+    return rows.reshape(-1, C)
 
 
 def _sphere_angles(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,13 +88,12 @@ def _sphere_angles(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fast_dual_sphere(planes_A: torch.Tensor, planes_B: torch.Tensor | None, points: torch.Tensor,
-                     box_warp: float, sphere: str = 'fused', rows: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """sample_dual_sphere's (features [N, M, C], ownership [N, M]) for CPU float32 inference.
+                     box_warp: float, sphere: str = 'fused') -> tuple[torch.Tensor, torch.Tensor]:
+    """sample_dual_sphere's (features [N, M, C], ownership [N, M]) for CPU float32 inference;
+    use_fast_sampler says when it applies (the dispatcher, spherehead.ops.dual_sphere, asks it).
 
     planes_A, planes_B: [N, 3, C, H, W] (planes_B None: one sphere); points: [N, M, 3] world
-    units; sphere 'A', 'B' or 'fused'. ``rows``: plane_rows([planes_A, planes_B]) (or
-    [planes_A] for one sphere) when the caller keeps it across calls; built here otherwise.
+    units; sphere 'A', 'B' or 'fused'.
     """
     if sphere not in ('A', 'B', 'fused'):
         raise ValueError(f"sphere must be 'A', 'B' or 'fused', got {sphere!r}")
@@ -98,14 +101,12 @@ def fast_dual_sphere(planes_A: torch.Tensor, planes_B: torch.Tensor | None, poin
         raise ValueError("this model has a single sphere (A); sphere='B' is not available")
     N, M, _ = points.shape
     _, _, C, H, W = planes_A.shape
-    if rows is None:
-        rows = plane_rows([planes_A] if planes_B is None else [planes_A, planes_B])
     stacks = 1 if planes_B is None else 2
     Hp, Wp = H + PAD, W + PAD
-    if rows.shape != (N * 3 * stacks * Hp * Wp, C):
-        raise ValueError(f'rows of shape {tuple(rows.shape)} do not fit planes {tuple(planes_A.shape)} x {stacks}')
-    if rows.shape[0] >= 2 ** 24:
-        raise ValueError(f'{rows.shape[0]} plane rows: row numbers past 2^24 are not exact in float32')
+    if N * 3 * stacks * Hp * Wp >= MAX_ROWS:
+        raise ValueError(f'planes {tuple(planes_A.shape)} x {stacks}: too many rows for the fast sampler '
+                         f'(use the reference, spherehead.render.spherical.sample_dual_sphere)')
+    rows = plane_rows([planes_A] if planes_B is None else [planes_A, planes_B])
 
     ang, radii = _sphere_angles(points * (2.0 / box_warp))
     tA, pA, tB, pB = ang.unbind(0)
@@ -134,7 +135,9 @@ def fast_dual_sphere(planes_A: torch.Tensor, planes_B: torch.Tensor | None, poin
     # zero padding reads nothing there): then both taps lie in the frame and no masks are needed.
     ix = torch.stack([u[1].reshape(-1) for u in used]).add_(1.0).mul_(W).sub_(1.0).div_(2.0).add_(1.0)
     iy = torch.stack([u[2].reshape(-1) for u in used]).add_(1.0).mul_(H).sub_(1.0).div_(2.0).add_(1.0)
-    x0, y0 = ix.clamp_(0.0, W + 1.0).floor(), iy.clamp_(0.0, H + 1.0).floor()
+    # (NaN, from NaN points, becomes 0: a tap in the frame; the NaN weights still reach the feature.)
+    x0 = ix.nan_to_num_(nan=0.0).clamp_(0.0, W + 1.0).floor()
+    y0 = iy.nan_to_num_(nan=0.0).clamp_(0.0, H + 1.0).floor()
     wx1, wy1 = ix.sub_(x0), iy.sub_(y0)
     wx0, wy0 = 1.0 - wx1, 1.0 - wy1
     if mode == 'fused':                                                   # fused weight and the 1/3 plane mean
