@@ -38,10 +38,12 @@ __global__ void bias_act_grad_kernel(const scalar_t* __restrict__ dy, const scal
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const float yi = static_cast<float>(y[i]);
+  // The clamp as stored in y's dtype: a clamped half value equals the rounded clamp, not the clamp.
+  const float limit = static_cast<float>(static_cast<scalar_t>(clamp));
   float k = gain;
   if (act == kRelu && !(yi > 0.0f)) k = 0.0f;
   if (act == kLrelu && !(yi > 0.0f)) k = gain * alpha;
-  if (clamp >= 0.0f && !(fabsf(yi) < clamp)) k = 0.0f;
+  if (clamp >= 0.0f && !(fabsf(yi) < limit)) k = 0.0f;
   dx[i] = static_cast<scalar_t>(static_cast<float>(dy[i]) * k);
 }
 

@@ -51,11 +51,15 @@ __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const float* __
     }
     __syncthreads();
     if (ox < OW && oy < OH) {
+      // The first tap on an original pixel, and that pixel's place in the tile; each further
+      // such tap (up taps on) is the next pixel. No division inside the loops.
+      const int ty0 = pos_mod(-uy0, upy), tx0 = pos_mod(-ux0, upx);
+      const float* trow = tile + ((uy0 + ty0) / upy - iy_lo) * tile_in_w + ((ux0 + tx0) / upx - ix_lo);
       float acc = 0.0f;
-      for (int ty = pos_mod(-uy0, upy); ty < fh; ty += upy) {
-        const float* trow = tile + ((uy0 + ty) / upy - iy_lo) * tile_in_w - ix_lo;
+      for (int ty = ty0; ty < fh; ty += upy, trow += tile_in_w) {
         const float* frow = f + ty * fw;
-        for (int tx = pos_mod(-ux0, upx); tx < fw; tx += upx) acc += trow[(ux0 + tx) / upx] * __ldg(frow + tx);
+        const float* t = trow;
+        for (int tx = tx0; tx < fw; tx += upx, ++t) acc += *t * __ldg(frow + tx);
       }
       y[(plane * OH + oy) * static_cast<int64_t>(OW) + ox] = static_cast<scalar_t>(acc);
     }
