@@ -97,9 +97,9 @@ def keep_freed_cpu_memory() -> bool:
     handing it back to the system; True when applied.
 
     A CPU frame allocates and frees ~100 tensors of up to ~13 MB; by default glibc maps the
-    big ones fresh and unmaps them on free, so every frame pays ~24,000 page faults (measured:
-    ~40 % of a demo orbit frame on a 2-core VM). Process-wide and one-way; the price is that
-    the process keeps its peak working set. Not applied with SPHEREHEAD_NO_FAST_CPU=1, nor
+    big ones fresh and unmaps them on free, so every frame pays ~24,000 page faults (measured
+    on a 2-core VM, demo orbit frame: 150 -> 90 ms with the fast sampler and decoder, 250 -> 190 ms
+    without). Process-wide and one-way; the price is that freed memory stays with the process. Not applied with SPHEREHEAD_NO_FAST_CPU=1, nor
     where mallopt is missing (not Linux glibc).
     """
     from spherehead.ops.cpu_sampler import fast_cpu_disabled
@@ -117,7 +117,7 @@ class BackgroundMemo(torch.nn.Module):
     """Stands in for the background net of the renderer's G and remembers its last image.
 
     The background depends on ws and the noise only, not on the camera, so orbit frames
-    (same ws) reuse it instead of re-running the net (13 ms of a demo frame on a 2-core CPU).
+    (same ws) reuse it instead of re-running the net (11-13 ms of a demo frame on a 2-core CPU).
     Exact: a frame gets the very tensor the net gave for an equal ws (compared by value).
     Only for deterministic noise ('const', 'none') with autograd off; otherwise, and for any
     other call form, it runs the net. The generator only reads the image (no in-place ops).

@@ -91,7 +91,8 @@ def merge_samples(order: torch.Tensor, colors: torch.Tensor, colors_f: torch.Ten
     ``order`` [N, R, S + S_f, 1]: torch.sort's indices of the concatenated depths. The same values
     as concatenating, gathering with the expanded order and appending the ownership channel,
     with one copy into a [N * R * (S + S_f), C (+1)] buffer and one row-wise index_select
-    instead of several strided copies and a gather over C. Not differentiable (inference).
+    instead of several strided copies and a gather over C. Used with autograd off; training keeps
+    the gathers (their backward is what the GPU training path was measured with).
     """
     N, R, S, C = colors.shape
     K = S + colors_f.shape[2]
