@@ -45,7 +45,7 @@ def test_cpu_dispatcher_equals_reference_exactly(sphere):
 def test_cpu_never_builds(monkeypatch, fresh_extension):
     def boom():
         raise AssertionError('must not build for CPU tensors')
-    monkeypatch.setattr(ds, '_build', boom)
+    monkeypatch.setattr(ds._extension, 'build', boom)
     pA, pB, points = _inputs()
     ds.dual_sphere_features(pA, pB, points, BOX, 'fused')
     assert not ds._extension.tried
@@ -55,7 +55,7 @@ def test_env_var_forces_reference(monkeypatch, fresh_extension):
     monkeypatch.setenv(ds.ENV_DISABLE, '1')
     assert ds.kernels_disabled()
     assert not ds.kernel_available()
-    monkeypatch.setattr(ds, '_build', lambda: pytest.fail('must not build when disabled'))
+    monkeypatch.setattr(ds._extension, 'build', lambda: pytest.fail('must not build when disabled'))
     pA, pB, points = _inputs()
     # Even tensors that claim CUDA would not reach the kernel: the check comes first.
     assert not ds._use_kernel(pA, pB, points)
@@ -69,7 +69,7 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch, fresh_extension):
     def failing_build():
         calls.append(1)
         raise RuntimeError('Error building extension: nvcc not found')
-    monkeypatch.setattr(ds, '_build', failing_build)
+    monkeypatch.setattr(ds._extension, 'build', failing_build)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         assert ds._extension.get() is None

@@ -27,56 +27,17 @@ On the seam (b = 0, a < 0) nothing is singular: kernel and reference agree there
 from __future__ import annotations
 
 import math
-import os
-import warnings
 from pathlib import Path
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from spherehead.ops.extension import ENV_DISABLE, LazyExtension, kernels_disabled  # noqa: F401 (re-exported)
 from spherehead.render.spherical import (WEIGHT_EPS, sample_dual_sphere, spherical_from_frame, to_sphere_frame)
 
-ENV_DISABLE = 'SPHEREHEAD_NO_CUDA_KERNELS'
-_SOURCE = Path(__file__).with_name('dual_sphere_kernel.cu')
 _MODES = {'A': 0, 'B': 1, 'fused': 2}
 _PLANE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-class _Extension:
-    """The compiled module, built at most once per process; None after a failed build."""
-
-    def __init__(self):
-        self.tried = False
-        self.module = None
-
-    def get(self):
-        if not self.tried:
-            self.tried = True
-            try:
-                self.module = _build()
-            except Exception as e:  # noqa: BLE001 - any build failure means: use the reference
-                warnings.warn(f'spherehead: the dual-sphere CUDA kernel could not be built ({type(e).__name__}: '
-                              f'{str(e).strip().splitlines()[-1] if str(e).strip() else e!r}); '
-                              f'using the PyTorch reference', RuntimeWarning, stacklevel=3)
-                self.module = None
-        return self.module
-
-    def reset(self):
-        self.tried, self.module = False, None
-
-
-_extension = _Extension()
-
-
-def _build():
-    """Compile and load the extension (torch.utils.cpp_extension.load, ninja)."""
-    from torch.utils.cpp_extension import load
-    return load(name='spherehead_dual_sphere', sources=[str(_SOURCE)], extra_cuda_cflags=['-O3'],
-                extra_cflags=['-O3'], verbose=os.environ.get('SPHEREHEAD_VERBOSE_BUILD') == '1')
-
-
-def kernels_disabled() -> bool:
-    return os.environ.get(ENV_DISABLE, '') not in ('', '0')
+_extension = LazyExtension('spherehead_dual_sphere', Path(__file__).with_name('dual_sphere_kernel.cu'), 'dual-sphere')
 
 
 def kernel_available() -> bool:

@@ -34,15 +34,19 @@ class LazyExtension:
         if not self.tried:
             self.tried = True
             try:
-                from torch.utils.cpp_extension import load
-                self.module = load(name=self.name, sources=[str(self.source)], extra_cuda_cflags=['-O3'],
-                                   extra_cflags=['-O3'], verbose=os.environ.get('SPHEREHEAD_VERBOSE_BUILD') == '1')
+                self.module = self.build()
             except Exception as e:  # noqa: BLE001 - any build failure means: use the reference
                 last = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
                 warnings.warn(f'spherehead: the {self.what} CUDA kernel could not be built ({type(e).__name__}: '
                               f'{last}); using the PyTorch reference', RuntimeWarning, stacklevel=3)
                 self.module = None
         return self.module
+
+    def build(self):
+        """Compile and load the extension (torch.utils.cpp_extension.load, ninja); raises on failure."""
+        from torch.utils.cpp_extension import load
+        return load(name=self.name, sources=[str(self.source)], extra_cuda_cflags=['-O3'], extra_cflags=['-O3'],
+                    verbose=os.environ.get('SPHEREHEAD_VERBOSE_BUILD') == '1')
 
     def usable(self, *tensors: torch.Tensor) -> bool:
         """True when every tensor is on CUDA, kernels are on and the build succeeded."""

@@ -10,7 +10,6 @@ Every command prints the PyTorch reference (SPHEREHEAD_NO_CUDA_KERNELS=1) and th
 from __future__ import annotations
 
 import datetime
-import os
 import platform
 import statistics
 
@@ -18,6 +17,7 @@ import click
 import torch
 
 from spherehead.tools import cli_common as cc
+from spherehead.tools.bench_paths import kernels
 
 
 def _header(device: torch.device) -> str:
@@ -55,24 +55,6 @@ def _time_ms(fn, device, warmup: int, repeat: int) -> tuple[float, float]:
             times.append(1000 * (time.perf_counter() - t0))
         peak = float('nan')
     return statistics.median(times), peak
-
-
-class _Env:
-    """Sets SPHEREHEAD_NO_CUDA_KERNELS for a block."""
-
-    def __init__(self, disable: bool):
-        self.disable = disable
-
-    def __enter__(self):
-        from spherehead.ops.dual_sphere import ENV_DISABLE
-        self.key, self.old = ENV_DISABLE, os.environ.get(ENV_DISABLE)
-        os.environ[self.key] = '1' if self.disable else '0'
-
-    def __exit__(self, *exc):
-        if self.old is None:
-            os.environ.pop(self.key, None)
-        else:
-            os.environ[self.key] = self.old
 
 
 def _mib(x: float) -> str:
@@ -261,7 +243,7 @@ def sampler(N, M, C, H, sphere, dtype, device, repeat):
         click.echo('CUDA kernel unavailable (disabled or build failed): kernel row skipped')
         variants = variants[:1]
     for name, disable in variants:
-        with _Env(disable):
+        with kernels(not disable):
             def fwd():
                 with torch.no_grad():
                     dual_sphere_features(pA, pB, points, 1.0, sphere)
@@ -317,7 +299,7 @@ def render(network, device, batch, sphere, repeat):
     with torch.no_grad():
         ws = G.mapping(z, c)
         for name, disable in variants:
-            with _Env(disable):
+            with kernels(not disable):
                 runs = []
                 for i in range(warmup + repeat):
                     timings: dict = {}

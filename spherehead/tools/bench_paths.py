@@ -106,7 +106,7 @@ def bench_generator(preset: str, batch: int, neural: int, device: torch.device, 
             b_ms, b_mem = time_ms(forward_backward, device, warmup, repeat)
             out.append(PathTiming(name, {'forward': f_ms, 'forward+backward': b_ms},
                                   {'forward': f_mem, 'forward+backward': b_mem}))
-            del G
+            G = None   # free it before the next path builds its own
     return out
 
 
@@ -132,7 +132,7 @@ def bench_orbit(preset: str, neural: int, device: torch.device, warmup: int, rep
 
             ms, mem = time_ms(render, device, warmup, repeat)
             out.append(PathTiming(name, {'frame': ms}, {'frame': mem}))
-            del G
+            G = None   # free it before the next path builds its own
     return out
 
 
