@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from spherehead import camera
 from spherehead.errors import UserError
 from spherehead.parsing_classes import PARSING_CLASSES, PARSING_COLORS, colorize
+from spherehead.render.graphed import GraphedSynthesis
 from viz import colormaps
 from viz.render_args import RenderArgs
 
@@ -159,6 +160,7 @@ class Renderer:
             from spherehead import load_generator
         self._load_generator = load_generator
         self.G: Any = None
+        self._graphed: GraphedSynthesis | None = None   # CUDA: frames replayed from CUDA graphs
         self.source: str | None = None
         self.network_info: dict[str, Any] = {}
         self._ws_cache: collections.OrderedDict = collections.OrderedDict()
@@ -183,7 +185,8 @@ class Renderer:
             G = self._load_generator(source, device=self.device)
             G.eval()
             G.requires_grad_(False)
-            if isinstance(getattr(G, 'bcg_synthesis', None), torch.nn.Module):
+            # CPU only: comparing ws by value syncs a GPU (and cannot run inside a CUDA graph).
+            if self.device.type == 'cpu' and isinstance(getattr(G, 'bcg_synthesis', None), torch.nn.Module):
                 G.bcg_synthesis = BackgroundMemo(G.bcg_synthesis)
         except Exception as e:  # noqa: BLE001 - any failure to load is reported, the old network stays
             message = _one_line(e)
@@ -196,6 +199,7 @@ class Renderer:
         self._ws_cache.clear()
         self._planes_key, self._planes, self._planes_grid_cache = None, None, None
         self.G, self.source = G, source
+        self._graphed = GraphedSynthesis(G) if self.device.type == 'cuda' else None
         cfg = G.config
         self.network_info = {
             'source': source,
@@ -314,11 +318,19 @@ class Renderer:
         panels = []
         for sphere in self._spheres(G, args):
             stage: dict[str, float] = {}
-            out = G.synthesis(ws, c, sphere=sphere, noise_mode=args.noise_mode, deterministic=True,
-                              neural_rendering_resolution=args.neural_rendering_resolution,
-                              depth_resolution=args.depth_resolution,
-                              depth_resolution_importance=args.depth_resolution_importance,
-                              planes=planes, timings=stage)
+            resolutions = dict(neural_rendering_resolution=args.neural_rendering_resolution,
+                               depth_resolution=args.depth_resolution,
+                               depth_resolution_importance=args.depth_resolution_importance)
+            out = None
+            if self._graphed is not None and isinstance(planes, dict):
+                t0 = time.perf_counter()
+                out = self._graphed(ws, c, planes, sphere=sphere, noise_mode=args.noise_mode, **resolutions)
+                if out is not None:   # one replay: render and super-resolution are not told apart
+                    torch.cuda.synchronize(self.device)
+                    stage['render'] = time.perf_counter() - t0
+            if out is None:
+                out = G.synthesis(ws, c, sphere=sphere, noise_mode=args.noise_mode, deterministic=True,
+                                  planes=planes, timings=stage, **resolutions)
             for k in ('render', 'superres'):
                 timings[k] = timings.get(k, 0.0) + stage.get(k, 0.0)
             t0 = time.perf_counter()

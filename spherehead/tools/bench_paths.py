@@ -112,10 +112,15 @@ def bench_generator(preset: str, batch: int, neural: int, device: torch.device, 
 
 def bench_orbit(preset: str, neural: int, device: torch.device, warmup: int, repeat: int) -> list[PathTiming]:
     """One visualizer frame with the backbone cached: G.synthesis(ws, c, planes=...) at batch 1,
-    deterministic, camera moving by 3 degrees a frame."""
+    deterministic, camera moving by 3 degrees a frame. On CUDA a third path replays the frame
+    from a CUDA graph (spherehead.render.graphed), as the visualizer does."""
     from spherehead.camera import lookat
+    from spherehead.render.graphed import GraphedSynthesis
+    variants = [(name, on, False) for name, on in paths(device)]
+    if device.type == 'cuda':
+        variants.append(('fast+graph', True, True))
     out = []
-    for name, on in paths(device):
+    for name, on, graphed in variants:
         with kernels(on):
             G = _generator(preset, device).eval()
             z, c = _inputs(G, 1, device)
@@ -124,15 +129,18 @@ def bench_orbit(preset: str, neural: int, device: torch.device, warmup: int, rep
                 ws = G.mapping(z, c, truncation_psi=0.7)
                 planes = G.backbone_planes(ws)
             frame = iter(range(10 ** 9))
+            replay = GraphedSynthesis(G) if graphed else None
 
             def render():
+                cam = cams[next(frame) % len(cams)]
                 with torch.no_grad():
-                    G.synthesis(ws, cams[next(frame) % len(cams)], planes=planes, deterministic=True,
-                                neural_rendering_resolution=neural)
+                    res = replay(ws, cam, planes, neural_rendering_resolution=neural) if replay else None
+                    if res is None:
+                        G.synthesis(ws, cam, planes=planes, deterministic=True, neural_rendering_resolution=neural)
 
             ms, mem = time_ms(render, device, warmup, repeat)
             out.append(PathTiming(name, {'frame': ms}, {'frame': mem}))
-            G = None   # free it before the next path builds its own
+            G = replay = None   # free them before the next path builds its own
     return out
 
 
@@ -181,7 +189,7 @@ def table(rows: list[PathTiming], batch: int) -> list[str]:
     for r in rows:
         lines.append(f'{r.path:10s} ' + ' '.join(f'{r.ms[k]:19.2f} {batch / r.ms[k] * 1000:8.1f} '
                                                  f'{mib(r.peak_mib[k]):>9s}' for k in keys))
-    if len(rows) == 2:
-        lines.append('speed-up (reference / fast): ' + ', '.join(f'{k} {rows[0].ms[k] / rows[1].ms[k]:.2f}x'
-                                                                 for k in keys))
+    if len(rows) >= 2:
+        lines.append(f'speed-up (reference / {rows[-1].path}): '
+                     + ', '.join(f'{k} {rows[0].ms[k] / rows[-1].ms[k]:.2f}x' for k in keys))
     return lines
