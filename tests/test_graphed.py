@@ -54,3 +54,20 @@ def test_replay_equals_eager_render(sphere):
         ref = G.synthesis(ws2, c, sphere=sphere, deterministic=True, planes=planes2)
         torch.testing.assert_close(got['image'], ref['image'], rtol=1e-5, atol=1e-5)
     assert len(replay._graphs) == 1 and not replay._failed
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_replay_with_the_backbone_inside_equals_eager_forward():
+    G, _, _ = _setup('cuda')
+    replay = GraphedSynthesis(G)
+    with torch.no_grad():
+        for seed in (1, 2):
+            z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(seed)).cuda()
+            c = lookat(20.0 * seed, 0.0, device='cuda').expand(2, -1)
+            ws = G.mapping(z, c)
+            got = replay(ws, c, None)
+            ref = G.synthesis(ws, c, deterministic=True)
+            for k in ref:
+                torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-5)
+    assert len(replay._graphs) == 1

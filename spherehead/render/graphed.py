@@ -5,7 +5,8 @@ than running them (on an H100, 19.9 ms of host time against 10.7 ms of GPU time 
 orbit frame under the profiler). A CUDA graph records the frame's kernels once and replays them
 with one launch. Each call form (batch, sphere, noise mode, resolutions, the planes' shapes)
 gets its own graph; every call copies ws, the camera and the planes into the graph's static
-input buffers, replays, and returns copies of the outputs.
+input buffers, replays, and returns copies of the outputs. Without planes the backbone runs
+inside the graph as well (a whole forward from ws).
 
 Used only on CUDA, with autograd off, deterministic sampling and noise 'const' or 'none' (random
 noise would be frozen into the graph). SPHEREHEAD_NO_CUDA_GRAPHS=1 turns it off; a call form
@@ -33,7 +34,7 @@ class _Graph:
     graph: torch.cuda.CUDAGraph
     ws: torch.Tensor
     c: torch.Tensor
-    planes: dict[str, torch.Tensor]
+    planes: dict[str, torch.Tensor] | None
     out: dict[str, torch.Tensor]
 
 
@@ -51,15 +52,16 @@ class GraphedSynthesis:
         return (ws.is_cuda and not graphs_disabled() and not torch.is_grad_enabled()
                 and noise_mode in ('const', 'none'))
 
-    def __call__(self, ws: torch.Tensor, c: torch.Tensor, planes: dict[str, torch.Tensor], sphere: str = 'fused',
-                 noise_mode: str = 'const', **options) -> dict[str, torch.Tensor] | None:
-        """ws [N, num_ws, w_dim], c [N or 1, 25], planes from G.backbone_planes; options are
-        G.synthesis's resolution arguments. None: not usable here (see the module docstring)."""
+    def __call__(self, ws: torch.Tensor, c: torch.Tensor, planes: dict[str, torch.Tensor] | None,
+                 sphere: str = 'fused', noise_mode: str = 'const', **options) -> dict[str, torch.Tensor] | None:
+        """ws [N, num_ws, w_dim], c [N or 1, 25], planes from G.backbone_planes (None: the backbone
+        runs inside the graph too); options are G.synthesis's resolution arguments.
+        None: not usable here (see the module docstring)."""
         if not self.usable(ws, noise_mode):
             return None
         c = c.to(ws.device, torch.float32).expand(ws.shape[0], -1)
         key = (tuple(ws.shape), ws.dtype, sphere, noise_mode, tuple(sorted(options.items())),
-               tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(planes.items())))
+               None if planes is None else tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(planes.items())))
         if key in self._failed:
             return None
         entry = self._graphs.get(key)
@@ -70,14 +72,14 @@ class GraphedSynthesis:
         self._graphs.move_to_end(key)
         entry.ws.copy_(ws)
         entry.c.copy_(c)
-        for k, v in planes.items():
+        for k, v in (planes or {}).items():
             entry.planes[k].copy_(v)
         entry.graph.replay()
         return {k: v.clone() for k, v in entry.out.items()}
 
     def _capture(self, key, ws, c, planes, sphere, noise_mode, options) -> _Graph | None:
         static_ws, static_c = ws.clone(), c.clone()
-        static_planes = {k: v.clone() for k, v in planes.items()}
+        static_planes = None if planes is None else {k: v.clone() for k, v in planes.items()}
 
         def run():
             return self.G.synthesis(static_ws, static_c, sphere=sphere, noise_mode=noise_mode, deterministic=True,

@@ -17,7 +17,7 @@ import click
 import torch
 
 from spherehead.tools import cli_common as cc
-from spherehead.tools.bench_paths import kernels
+from spherehead.tools.bench_paths import kernels, time_ms as _time_ms
 
 
 def _header(device: torch.device) -> str:
@@ -28,33 +28,6 @@ def _header(device: torch.device) -> str:
 def _sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
-
-
-def _time_ms(fn, device, warmup: int, repeat: int) -> tuple[float, float]:
-    """(median ms, peak MiB above the memory in use before; nan on CPU, where it is not measured) of fn()."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        for _ in range(repeat):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-    else:
-        import time
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            fn()
-            times.append(1000 * (time.perf_counter() - t0))
-        peak = float('nan')
-    return statistics.median(times), peak
 
 
 def _mib(x: float) -> str:

@@ -85,17 +85,27 @@ def _inputs(G, batch: int, device: torch.device):
 def bench_generator(preset: str, batch: int, neural: int, device: torch.device, warmup: int,
                     repeat: int) -> list[PathTiming]:
     """G(z, c) forward (eval, no grad) and forward + backward (train mode, gradients of every
-    parameter from a loss on image and image_raw) at neural rendering resolution `neural`."""
+    parameter from a loss on image and image_raw) at neural rendering resolution `neural`. On CUDA
+    a third path runs the forward's synthesis (backbone included) from a CUDA graph; its
+    forward+backward is the eager one (graphs are for inference)."""
+    from spherehead.render.graphed import GraphedSynthesis
+    variants = [(name, on, False) for name, on in paths(device)]
+    if device.type == 'cuda':
+        variants.append(('fast+graph', True, True))
     out = []
-    for name, on in paths(device):
+    for name, on, graphed in variants:
         with kernels(on):
             G = _generator(preset, device).requires_grad_(True)
             z, c = _inputs(G, batch, device)
             kw = dict(neural_rendering_resolution=neural, noise_mode='const')
+            replay = GraphedSynthesis(G) if graphed else None
 
             def forward():
                 with torch.no_grad():
-                    G.eval()(z, c, **kw)
+                    G.eval()
+                    if replay is None or replay(G.mapping(z, c), G.camera_offset(z, c), None,
+                                                neural_rendering_resolution=neural) is None:
+                        G(z, c, **kw)
 
             def forward_backward():
                 res = G.train()(z, c, **kw)
@@ -106,7 +116,7 @@ def bench_generator(preset: str, batch: int, neural: int, device: torch.device, 
             b_ms, b_mem = time_ms(forward_backward, device, warmup, repeat)
             out.append(PathTiming(name, {'forward': f_ms, 'forward+backward': b_ms},
                                   {'forward': f_mem, 'forward+backward': b_mem}))
-            G = None   # free it before the next path builds its own
+            G = replay = None   # free them before the next path builds its own
     return out
 
 
