@@ -237,9 +237,14 @@ class Trainer:
                 f'vico {"on" if ph.vico else "off"}  sec/kimg {sec_per_kimg:6.2f}  gpumem {mem:5.2f} GiB  '
                 f'G {fmt("G/loss")}  D {fmt("D/loss")}  vico_loss {fmt("D/vico")}  r1 {fmt("D/r1_penalty")}  '
                 f'density {fmt("G/density_reg")}  blur {self.schedule.blur_sigma(last):.2f}  '
-                f'res {self.schedule.neural_rendering_resolution(last)}'
-                + (f'  ranks {self.info.world_size} weights {"equal" if values["Sync/param_spread"] == 0 else "DIFFER by %.3g" % values["Sync/param_spread"]}'
-                   if 'Sync/param_spread' in values else ''))
+                f'res {self.schedule.neural_rendering_resolution(last)}{self._sync_note(values)}')
+
+    def _sync_note(self, values: dict) -> str:
+        """'  ranks K weights equal' (or 'DIFFER by x') on a multi-rank tick, else ''."""
+        spread = values.get('Sync/param_spread')
+        if spread is None:
+            return ''
+        return f'  ranks {self.info.world_size} weights ' + ('equal' if spread == 0 else f'DIFFER by {spread:.3g}')
 
     # ------------------------------------------------------------------ main loop
     def _request_stop(self, signum, frame) -> None:
