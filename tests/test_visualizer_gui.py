@@ -359,3 +359,18 @@ def test_wrapped_text_fits_the_width(viz):
     assert len(lines) > 3 and all(imgui.calc_text_size(line).x <= 300 for line in lines)
     assert ''.join(lines).replace(' ', '') == text.replace(' ', '')
     assert wrap_lines('two words', 300) == ['two words'] and wrap_lines('a\nb', 300) == ['a', 'b']
+
+
+def test_benchmark_on_cpu_caps_the_gui_at_15_fps(xdisplay):
+    """On CPU the window is drawn at most 15 times a second by default (software OpenGL would
+    otherwise take the cores the render worker needs); --fps overrides it."""
+    env = dict(os.environ, DISPLAY=xdisplay, LIBGL_ALWAYS_SOFTWARE='1')
+    cmd = [sys.executable, str(ROOT / 'visualizer.py'), 'random:tiny', '--device', 'cpu', '--benchmark', '1',
+           '--window-size', f'{SIZE[0]}x{SIZE[1]}']
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr
+    assert 'fps cap 15.0' in p.stdout, p.stdout
+    fps = float(next(ln.split()[-1] for ln in p.stdout.splitlines() if ln.startswith('gui_fps_animating')))
+    assert 0 < fps <= 16.5
+    p = subprocess.run(cmd + ['--fps', '30'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0 and 'fps cap 30.0' in p.stdout, p.stdout + p.stderr
