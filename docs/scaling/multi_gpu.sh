@@ -37,7 +37,7 @@ run demo-2gpu 2 0,1 $D --kimg 3
 run demo-4gpu 4 0,1,2,3 $D --kimg 3
 # A resumed run continues in the folder of the state it starts from, at the state's image count.
 run demo-resume-1to4 4 0,1,2,3 $D --kimg 4 --resume $(ls $R/runs/demo-1gpu/*/training-state-*.pt | tail -1)
-run demo-resume-4to1 1 0 $D --kimg 4 --resume $(ls $R/runs/demo-4gpu/*/training-state-000003.pt)
+run demo-resume-4to1 1 0 $D --kimg 4 --resume $(ls $R/runs/demo-4gpu/*/training-state-*.pt | tail -1)
 
 P="--data $R/paper.zip --cfg paper --batch 8 --tick 0.128 --snap 100 --seed 0 --kimg 0.384"
 run paper-1gpu 1 0 $P
