@@ -44,6 +44,12 @@ def paths(device: torch.device) -> list[tuple[str, bool]]:
     return [('reference', False), ('fast', True)] if device.type == 'cuda' else [('reference', False)]
 
 
+def graph_paths(device: torch.device) -> list[tuple[str, bool, bool]]:
+    """[(name, kernels on, CUDA graph)]: `paths` plus, on CUDA, the kernels replayed from a graph."""
+    return [(name, on, False) for name, on in paths(device)] + ([('fast+graph', True, True)]
+                                                                if device.type == 'cuda' else [])
+
+
 def time_ms(fn, device: torch.device, warmup: int, repeat: int) -> tuple[float, float]:
     """(median ms, peak MiB above the memory in use before; nan on CPU) of fn()."""
     for _ in range(warmup):
@@ -89,11 +95,8 @@ def bench_generator(preset: str, batch: int, neural: int, device: torch.device, 
     a third path runs the forward's synthesis (backbone included) from a CUDA graph; its
     forward+backward is the eager one (graphs are for inference)."""
     from spherehead.render.graphed import GraphedSynthesis
-    variants = [(name, on, False) for name, on in paths(device)]
-    if device.type == 'cuda':
-        variants.append(('fast+graph', True, True))
     out = []
-    for name, on, graphed in variants:
+    for name, on, graphed in graph_paths(device):
         with kernels(on):
             G = _generator(preset, device).requires_grad_(True)
             z, c = _inputs(G, batch, device)
@@ -126,11 +129,8 @@ def bench_orbit(preset: str, neural: int, device: torch.device, warmup: int, rep
     from a CUDA graph (spherehead.render.graphed), as the visualizer does."""
     from spherehead.camera import lookat
     from spherehead.render.graphed import GraphedSynthesis
-    variants = [(name, on, False) for name, on in paths(device)]
-    if device.type == 'cuda':
-        variants.append(('fast+graph', True, True))
     out = []
-    for name, on, graphed in variants:
+    for name, on, graphed in graph_paths(device):
         with kernels(on):
             G = _generator(preset, device).eval()
             z, c = _inputs(G, 1, device)
