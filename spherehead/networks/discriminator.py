@@ -173,6 +173,10 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None) -> torch.Tensor:
+        return self.project(self.embed(x, img), cmap)
+
+    def embed(self, x: torch.Tensor, img: torch.Tensor | None) -> torch.Tensor:
+        """Everything before the label: x [N, C, 4, 4] -> [N, cmap_dim] (or [N, 1] without a label)."""
         if x.shape[1:] != (self.in_channels, self.resolution, self.resolution):
             raise ValueError(f'x must be [N, {self.in_channels}, {self.resolution}, {self.resolution}], '
                              f'got {tuple(x.shape)}')
@@ -183,10 +187,13 @@ class DiscriminatorEpilogue(nn.Module):
             x = self.mbstd(x)
         x = self.conv(x)
         x = self.fc(x.flatten(1))
-        x = self.out(x)
+        return self.out(x)
+
+    def project(self, h: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:
+        """Score [N, 1] of an embedding h from `embed`: <h, cmap> / sqrt(cmap_dim), or h without a label."""
         if self.cmap_dim > 0:
-            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
-        return x
+            return (h * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+        return h
 
     def extra_repr(self) -> str:
         return f'resolution={self.resolution}, architecture={self.architecture}'
@@ -286,16 +293,27 @@ class DualDiscriminator(nn.Module):
 
     def forward(self, img: Mapping[str, torch.Tensor], c: torch.Tensor, update_emas: bool = False) -> torch.Tensor:
         del update_emas  # no running statistics
+        return self.score(self.embed(img), c)
+
+    def embed(self, img: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The label-free part of D: input dict -> embedding [N, cmap_dim] (see `score`).
+
+        Only the final projection sees the camera, so one embedding can be scored under
+        several labels (ViCo scores the reals under their own and under shuffled cameras)."""
         x = None
         image = self.assemble_input(img)
         for res in self.block_resolutions:
             x, image = getattr(self, f'b{res}')(x, image)
+        return self.b4.embed(x, image)
+
+    def score(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Logits [N, 1] of an embedding h [N, cmap_dim] from `embed` under cameras c [N, c_dim]."""
         cmap = None
         if self.c_dim > 0:
             if self.disc_c_noise > 0:
                 c = c + torch.randn_like(c) * c.std(0) * self.disc_c_noise
             cmap = self.mapping(None, c)
-        return self.b4(x, image, cmap)
+        return self.b4.project(h, cmap)
 
     def extra_repr(self) -> str:
         return f'c_dim={self.c_dim}, img_resolution={self.img_resolution}, img_channels={self.img_channels}'

@@ -145,13 +145,18 @@ class GANLoss:
             fake, _ = self.run_G(z, c_gen, sphere, resolution, gpc_swap_prob, update_emas=True)
         fake = {k: v.detach().float() for k, v in fake.items()}
         gen_logits = self.run_D(fake, c_gen, blur_sigma)
-        real_logits = self.run_D(real, c_real, blur_sigma)
+        # D's trunk does not see the camera: the reals go through it once and are scored under
+        # their own cameras and (ViCo) under shuffled ones. Same maths as two D calls, a third less work.
+        with self._amp():
+            real_h = self.D.embed(self.blurred(real, blur_sigma))
+            real_logits = self.D.score(real_h, c_real).float()
         loss_gen, loss_real = F.softplus(gen_logits).mean(), F.softplus(-real_logits).mean()
         loss = loss_gen + loss_real
         stats = {'D/loss': loss.detach(), 'scores/real': real_logits.mean().detach(),
                  'scores/fake_d': gen_logits.mean().detach()}
         if vico_weight > 0:
-            vico_logits = self.run_D(real, shuffled_labels(c_real), blur_sigma)
+            with self._amp():
+                vico_logits = self.D.score(real_h, shuffled_labels(c_real)).float()
             loss_vico = F.softplus(vico_logits).mean() * vico_weight
             loss = loss + loss_vico
             stats['D/vico'] = loss_vico.detach()
