@@ -341,3 +341,15 @@ def test_bench_on_cpu_says_what_it_skips():
     assert 'only the PyTorch reference runs' in res.stdout and 'nan' not in res.stdout
     row = next(ln for ln in res.stdout.splitlines() if ln.startswith('reference'))
     assert row.split()[2] == '-' and row.split()[4] == '-'
+
+
+def test_bench_fir_on_cpu_times_the_reference(monkeypatch):
+    from spherehead.tools import bench_paths
+    monkeypatch.setitem(bench_paths.FIR_CASES, 'up2', ((1, 2, 9, 7), 2, 1, (2, 1, 2, 1)))
+    res = CliRunner().invoke(main, ['bench', 'fir', '--case', 'up2', '--device', 'cpu', '--repeat', '1'])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert '-- up2: x [1, 2, 9, 7], up 2, down 1' in lines
+    row = next(ln for ln in lines if ln.startswith('reference'))
+    assert float(row.split()[1]) > 0 and float(row.split()[4]) > 0
+    assert any(ln.startswith('forward GB/s (bytes read + written): reference ') for ln in lines)

@@ -108,3 +108,34 @@ def test_cuda_kernel_large_and_second_order():
 
     ref = penalty(upfirdn2d_reference)
     torch.testing.assert_close(penalty(upfirdn2d), ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
+
+
+TILED_CASES = [  # (up, down, padding): the kernel's compile-time cases (4x4 filter), odd paddings
+    (1, 1, [2, 1, 2, 1]), (1, 1, [-1, 3, 0, -2]), (2, 1, [2, 1, 2, 1]), (2, 1, [3, 0, 1, 4]),
+    (1, 2, [1, 1, 1, 1]), (1, 2, [0, 3, -1, 2])]
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float16, 2e-2)])
+@pytest.mark.parametrize('up,down,pad', TILED_CASES)
+def test_cuda_tiled_kernel_across_tiles_matches_reference_and_general_kernel(up, down, pad, dtype, tol, monkeypatch):
+    """Images spanning several tiles (odd sizes, so the last tiles are partial; 70 planes):
+    the compile-time kernel against the reference and against the general kernel, values and gradients."""
+    f = setup_filter([1, 3, 3, 1], device='cuda')
+    x = _inputs(torch.float32, shape=(2, 35, 77, 139), seed=3).cuda().to(dtype).requires_grad_(True)
+
+    def run(fn):
+        y = fn(x, f, up=up, down=down, padding=pad, flip_filter=False, gain=1.3)
+        dy = torch.randn(y.shape, generator=torch.Generator('cuda').manual_seed(1), device='cuda').to(y.dtype)
+        (g,) = torch.autograd.grad(y, x, dy)
+        return y.float(), g.float()
+
+    y_t, g_t = run(upfirdn2d)
+    monkeypatch.setattr(U, 'USE_TILED_KERNEL', False)
+    y_g, g_g = run(upfirdn2d)
+    y_r, g_r = run(lambda *a, **k: upfirdn2d_reference(x.float(), *a[1:], **k).to(dtype))
+    torch.testing.assert_close(y_t, y_g, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_t, g_g, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(y_t, y_r, rtol=tol, atol=tol)
+    torch.testing.assert_close(g_t, g_r, rtol=tol, atol=tol * 4)

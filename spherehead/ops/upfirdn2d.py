@@ -107,6 +107,9 @@ def setup_filter(f, device: torch.device | str = 'cpu', normalize: bool = True, 
 _extension = LazyExtension('spherehead_upfirdn2d', Path(__file__).with_name('upfirdn2d_kernel.cu'), 'upfirdn2d')
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _KERNEL_MAX_TAPS = 64   # the kernel's shared-memory tile holds the footprint of a filter up to this size
+# The kernel has a compile-time variant for a 4x4 filter with up, down in {1, 2} (StyleGAN2's
+# resampling and its gradients); tests set this False to compare it with the general kernel.
+USE_TILED_KERNEL = True
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Scaling = 1, down: Scaling = 1,
@@ -170,10 +173,10 @@ def _kernel_forward(x, f, up, down, pad, flip_filter, gain):
     (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, pad
     xs = x.reshape(n * c, h, w).contiguous()
     if f.ndim == 2:
-        y = ext.forward(xs, f.contiguous(), upx, upy, downx, downy, x0, x1, y0, y1)
+        y = ext.forward(xs, f.contiguous(), upx, upy, downx, downy, x0, x1, y0, y1, USE_TILED_KERNEL)
     else:
-        y = ext.forward(xs, f[None].contiguous(), upx, 1, downx, 1, x0, x1, 0, 0)
-        y = ext.forward(y, f[:, None].contiguous(), 1, upy, 1, downy, 0, 0, y0, y1)
+        y = ext.forward(xs, f[None].contiguous(), upx, 1, downx, 1, x0, x1, 0, 0, False)
+        y = ext.forward(y, f[:, None].contiguous(), 1, upy, 1, downy, 0, 0, y0, y1, False)
     return y.reshape(n, c, *y.shape[1:])
 
 

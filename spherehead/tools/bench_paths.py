@@ -184,6 +184,50 @@ def bench_marcher(batch: int, neural: int, samples: int, channels: int, device: 
     return out
 
 
+FIR_CASES = {   # name: (shape [N, C, H, W], up, down, padding): StyleGAN2 resampling at the paper config's sizes
+    'filter': ((4, 64, 512, 512), 1, 1, 1),        # before D's stride-2 3x3 convolution (512 px block)
+    'down2': ((4, 64, 512, 512), 1, 2, 1),         # D's 1x1 skip and the image pyramid
+    'up2': ((4, 128, 256, 256), 2, 1, (2, 1, 2, 1)),  # super-resolution upsampling to 512 px
+}
+
+
+def bench_fir(case: str, dtype: torch.dtype, device: torch.device, warmup: int,
+              repeat: int) -> tuple[list[PathTiming], float]:
+    """upfirdn2d with the [1, 3, 3, 1] filter on FIR_CASES[case]: the reference, the general kernel and
+    the compile-time (tiled) kernel, forward and forward + backward. Also returns the bytes one
+    forward reads and writes, for GB/s."""
+    from spherehead.ops import upfirdn2d as U
+    shape, up, down, pad = FIR_CASES[case]
+    f = U.setup_filter([1, 3, 3, 1], device=device)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, dtype).requires_grad_(True)
+    variants = [('reference', False, False)] + ([('general', True, False), ('tiled', True, True)]
+                                                if device.type == 'cuda' else [])
+    out, nbytes = [], 0
+    old = U.USE_TILED_KERNEL
+    try:
+        for name, on, tiled in variants:
+            U.USE_TILED_KERNEL = tiled
+            with kernels(on):
+                def forward():
+                    with torch.no_grad():
+                        return U.upfirdn2d(x, f, up=up, down=down, padding=pad)
+
+                y = forward()
+                nbytes = (x.numel() + y.numel()) * x.element_size()
+                dy = torch.ones_like(y)
+
+                def forward_backward():
+                    torch.autograd.grad(U.upfirdn2d(x, f, up=up, down=down, padding=pad), x, dy)
+
+                f_ms, f_mem = time_ms(forward, device, warmup, repeat)
+                b_ms, b_mem = time_ms(forward_backward, device, warmup, repeat)
+                out.append(PathTiming(name, {'forward': f_ms, 'forward+backward': b_ms},
+                                      {'forward': f_mem, 'forward+backward': b_mem}))
+    finally:
+        U.USE_TILED_KERNEL = old
+    return out, nbytes
+
+
 def copy_bandwidth_gbs(device: torch.device, mib: int = 1024) -> float:
     """Device-to-device copy bandwidth (bytes read + written per second, GB/s) of a `mib` MiB clone."""
     x = torch.empty(mib * 2 ** 20 // 4, device=device)
