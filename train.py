@@ -18,6 +18,7 @@ from click.core import ParameterSource
 from spherehead.config import PRESETS, REPRESENTATIONS
 from spherehead.errors import UserError
 from spherehead.tools import cli_common as cc
+from spherehead.train.config import PRECISIONS
 
 # option name -> (section of TrainingConfig or None, field name)
 _FIELDS = {
@@ -111,8 +112,9 @@ def build_config(ctx: click.Context, opts: dict):
               show_default=True)
 @click.option('--lr-g', type=cc.Finite('lr-g', 0, 1), default=0.0025, show_default=True)
 @click.option('--lr-d', type=cc.Finite('lr-d', 0, 1), default=0.002, show_default=True)
-@click.option('--precision', type=click.Choice(['fp32', 'bf16']), default='fp32', show_default=True,
-              help='bf16 autocast of G and D on CUDA')
+@click.option('--precision', type=click.Choice(PRECISIONS), default='mixed', show_default=True,
+              help="on CUDA: 'mixed' runs D's top num_fp16_res resolutions and G's super-resolution "
+                   "(sr_num_fp16_res > 0) in float16, as the family trains; 'bf16' autocasts G and D")
 @click.option('--workers', type=click.IntRange(0, 64), default=3, show_default=True, help='data workers per process')
 @click.option('--grid-seeds', type=click.IntRange(1, 64), default=4, show_default=True, help='rows of the sample grid')
 @click.option('--metrics', type=str, default='', help='comma-separated metrics at each snapshot (spherehead metrics)')

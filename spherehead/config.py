@@ -70,6 +70,7 @@ class GeneratorConfig:
     conv_clamp: float | None = None         # released models use 256 with fp16; None in fp32
     num_fp16_res: int = 0                   # kept for checkpoint fidelity; we run fp32
     sr_num_fp16_res: int = 0                # EG3D's option: > 0 clamps the super-resolution convs at 256 (as released)
+                                            # and lets them run in float16 when training with --precision mixed
     superresolution: str = 'hybrid8xdc'     # one of SUPERRESOLUTION_MODULES (EG3D's module names)
     sr_channels: tuple[int, int] = (256, 128)  # output channels of the two super-resolution blocks
     use_parsing: bool = True                # parsing branch (20 classes)
@@ -199,11 +200,12 @@ def preset(name: str, **overrides: Any) -> GeneratorConfig:
 
 def _paper() -> GeneratorConfig:
     # Released SphereHead: 512 output, 256 planes, 3 planes/sphere, 32 channels, 48+48 samples,
-    # EG3D's 8x (dual-channel) super-resolution from a 128 px render, parsing and background on.
+    # EG3D's 8x (dual-channel) super-resolution from a 128 px render, parsing and background on;
+    # the family's sr_num_fp16_res 4 (SR clamped at 256, float16 in mixed-precision training).
     return GeneratorConfig(
         representation='dual_sphere', img_resolution=512, triplane_size=256, planes_per_sphere=3,
         feature_channels=32, channel_base=32768, channel_max=512, mapping_layers=2, superresolution='hybrid8xdc', sr_channels=(256, 128),
-        use_parsing=True, use_background=True, use_torgb_raw=True, use_camera_offset=True,
+        sr_num_fp16_res=4, use_parsing=True, use_background=True, use_torgb_raw=True, use_camera_offset=True,
         rendering=RenderingConfig(depth_resolution=48, depth_resolution_importance=48,
                                   neural_rendering_resolution=128, box_crop=0.1),
     )

@@ -316,6 +316,82 @@ def test_discriminator_names_channels_and_output(mask, parsing):
     assert d(img, torch.randn(4, 25)).shape == (4, 1)
 
 
+def _fp16_test_d(device: str = 'cpu') -> DualDiscriminator:
+    torch.manual_seed(0)
+    return DualDiscriminator(c_dim=25, img_resolution=64, mask_channels=1, parsing_channels=20, channel_base=1024,
+                             channel_max=32, num_fp16_res=2, mapping_kwargs=dict(num_layers=2)).to(device)
+
+
+def _fp16_test_inputs(device: str = 'cpu', seed: int = 1) -> tuple[dict, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    img = {'image': torch.randn(4, 3, 64, 64, generator=g), 'image_raw': torch.randn(4, 3, 16, 16, generator=g),
+           'image_mask': torch.rand(4, 1, 16, 16, generator=g), 'image_parsing': torch.rand(4, 20, 16, 16, generator=g)}
+    return {k: v.to(device) for k, v in img.items()}, torch.randn(4, 25, generator=g).to(device)
+
+
+def test_discriminator_fp16_blocks_follow_num_fp16_res_and_stay_fp32_on_cpu():
+    # EG3D's rule: the top num_fp16_res resolutions, never below 8 px.
+    paper = DualDiscriminator(c_dim=25, img_resolution=512, channel_base=32768, channel_max=512, num_fp16_res=4)
+    assert [r for r in paper.block_resolutions if getattr(paper, f'b{r}').use_fp16] == [512, 256, 128, 64]
+    small = DualDiscriminator(c_dim=0, img_resolution=32, channel_base=64, channel_max=8, num_fp16_res=9)
+    assert [r for r in small.block_resolutions if getattr(small, f'b{r}').use_fp16] == [32, 16, 8]
+    none = DualDiscriminator(c_dim=0, img_resolution=32, channel_base=64, channel_max=8, num_fp16_res=0)
+    assert not any(getattr(none, f'b{r}').use_fp16 for r in none.block_resolutions)
+    # Mixed precision is a CUDA feature: on CPU the scores are bit-identical to fp32.
+    d = _fp16_test_d()
+    assert [r for r in d.block_resolutions if getattr(d, f'b{r}').use_fp16] == [64, 32]
+    img, c = _fp16_test_inputs()
+    ref = d(img, c)
+    d.mixed_precision = True
+    assert torch.equal(d(img, c), ref)
+
+
+def test_discriminator_embed_and_score_equal_forward():
+    d = _fp16_test_d()
+    img, c = _fp16_test_inputs()
+    h = d.embed(img)
+    assert h.shape == (4, 32)
+    assert torch.equal(d.score(h, c), d(img, c))
+    assert not torch.equal(d.score(h, c.roll(1, 0)), d(img, c))
+
+
+@pytest.mark.cuda
+def test_discriminator_mixed_precision_on_cuda_matches_fp32_loosely():
+    """fp16 blocks (with the conv clamp) against the same D in fp32: scores, parameter gradients
+    and R1's input gradients agree to fp16 accuracy; the fp16 blocks really run in float16."""
+    d = _fp16_test_d('cuda')
+    img, c = _fp16_test_inputs('cuda')
+    dtypes = {}
+    hooks = [getattr(d, f'b{r}').conv0.register_forward_hook(lambda m, i, o, r=r: dtypes.__setitem__(r, o.dtype))
+             for r in d.block_resolutions]
+
+    def run(mixed: bool):
+        d.mixed_precision = mixed
+        d.zero_grad(set_to_none=True)
+        inputs = {k: v.clone().requires_grad_(True) for k, v in img.items()}
+        logits = d(inputs, c)
+        grads = torch.autograd.grad(logits.sum(), list(inputs.values()), create_graph=True)
+        r1 = sum(g.square().sum() for g in grads)
+        (logits.sum() + r1).backward()            # second order through the fp16 blocks, as R1 does
+        return logits.detach(), [g.detach() for g in grads], {n: p.grad.clone() for n, p in d.named_parameters()}
+
+    ref, ref_in, ref_p = run(False)
+    assert set(dtypes.values()) == {torch.float32}
+    out, out_in, out_p = run(True)
+    assert dtypes == {64: torch.float16, 32: torch.float16, 16: torch.float32, 8: torch.float32}
+    for h in hooks:
+        h.remove()
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.allclose(out, ref, rtol=2e-2, atol=2e-2), (out - ref).abs().max()
+    # Input gradients here are ~1e-6 a pixel, below float16's normal range (6e-5): a few % off.
+    for a, b in zip(out_in, ref_in):
+        assert a.dtype == torch.float32
+        assert (a - b).norm() <= 5e-2 * b.norm() + 1e-6, ((a - b).norm(), b.norm())
+    for n, g in out_p.items():
+        assert torch.isfinite(g).all(), n
+        assert (g - ref_p[n]).norm() <= 5e-2 * ref_p[n].norm() + 1e-5, (n, (g - ref_p[n]).norm(), ref_p[n].norm())
+
+
 def test_discriminator_freeze_layers_and_helpers():
     d = DualDiscriminator(c_dim=0, img_resolution=16, channel_base=64, channel_max=8,
                           block_kwargs=dict(freeze_layers=2))
@@ -418,3 +494,56 @@ def test_gradients_reach_every_parameter():
 def test_normalize_2nd_moment():
     x = torch.randn(4, 10) * 7
     assert torch.allclose(normalize_2nd_moment(x).square().mean(dim=1), torch.ones(4), atol=1e-5)
+
+
+def _sr_generator(device: str):
+    from spherehead.networks.generator import Generator
+    torch.manual_seed(0)
+    cfg = preset('tiny', sr_num_fp16_res=4)
+    return Generator(cfg).to(device).train(), cfg
+
+
+def test_superresolution_fp16_parts_and_cpu_stays_fp32():
+    from spherehead.camera import lookat
+    from spherehead.networks.precision import set_mixed_precision
+    G, cfg = _sr_generator('cpu')
+    assert G.superresolution.block0.conv1.conv_clamp == 256           # sr_num_fp16_res > 0 clamps the SR
+    assert set_mixed_precision(G, False) == ['superresolution.block0', 'superresolution.block1']
+    assert set_mixed_precision(type(G)(preset('tiny')), True) == []   # sr_num_fp16_res 0: nothing in float16
+    z, c = torch.randn(2, cfg.z_dim, generator=torch.Generator().manual_seed(1)), lookat(20, 0).repeat(2, 1)
+    torch.manual_seed(2)
+    ref = G(z, c, noise_mode='const')['image']
+    set_mixed_precision(G, True)
+    torch.manual_seed(2)
+    assert torch.equal(G(z, c, noise_mode='const')['image'], ref)     # float16 is a CUDA feature
+
+
+@pytest.mark.cuda
+def test_superresolution_mixed_precision_on_cuda_matches_fp32_loosely():
+    """The SR blocks in float16 (training mode, plain modulated convolutions) against fp32: image and
+    parameter gradients agree to float16 accuracy, and the blocks' activations really are float16."""
+    from spherehead.camera import lookat
+    from spherehead.networks.precision import set_mixed_precision
+    G, cfg = _sr_generator('cuda')
+    z = torch.randn(2, cfg.z_dim, generator=torch.Generator().manual_seed(1)).cuda()
+    c = lookat(20, 0).repeat(2, 1).cuda()
+    dtypes = []
+    hook = G.superresolution.block1.conv1.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+
+    def run(mixed: bool):
+        set_mixed_precision(G, mixed)
+        G.zero_grad(set_to_none=True)
+        torch.manual_seed(2)   # the same random draws of the training-mode render
+        img = G(z, c, noise_mode='const')['image']
+        img.square().mean().backward()
+        return img.detach(), {n: p.grad.clone() for n, p in G.named_parameters() if p.grad is not None}
+
+    ref, ref_g = run(False)
+    out, out_g = run(True)
+    hook.remove()
+    assert dtypes == [torch.float32, torch.float16]
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - ref).norm() <= 2e-2 * ref.norm(), ((out - ref).norm(), ref.norm())
+    for n, g in out_g.items():
+        assert torch.isfinite(g).all(), n
+        assert (g - ref_g[n]).norm() <= 5e-2 * ref_g[n].norm() + 1e-6, (n, (g - ref_g[n]).norm(), ref_g[n].norm())

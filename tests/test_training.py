@@ -212,6 +212,7 @@ def test_run_through_three_phases_writes_snapshots_grids_and_logs(run_a, config_
     assert tuple(map(int, ticks[-1][2:5])) == (counts['A'], counts['B'], counts['fused'])
     assert 'ViCo from 0.016 kimg' in log and 'phase I near-front data: ' in log
     assert '1 rank(s) x batch 4 on cpu' in log
+    assert 'mixed precision: float16 in nothing (float16 runs on CUDA only)' in log   # the default; CUDA only
     assert log.count('snapshot: ') == 2
 
 
@@ -481,6 +482,10 @@ def bad(data, run_a, tmp_path_factory) -> dict[str, str]:
     f['outdir_file'] = str(d / 'outdir_file.json')          # a config whose run folder has a file in the way
     Path(f['outdir_file']).write_text(json.dumps({**json.loads((run_a / 'training_options.json').read_text()),
                                                   'outdir': str(Path(f['file']) / 'runs')}))
+    f['unclamped'] = str(d / 'unclamped.json')             # float16 D blocks without their clamp
+    opts = json.loads((run_a / 'training_options.json').read_text())
+    Path(f['unclamped']).write_text(json.dumps({**opts, 'precision': 'mixed',
+                                                'discriminator': {**opts['discriminator'], 'conv_clamp': None}}))
     f['torn_state'] = str(d / 'training-state-000001.pt')
     raw = (run_a / 'training-state-000000.pt').read_bytes()
     Path(f['torn_state']).write_bytes(raw[:len(raw) // 2])
@@ -512,6 +517,7 @@ REFUSALS = [
     (['--config', '{not_json}', '--data', '{data}'], 1, ['not_json.json', 'training_options.json']),
     (['--config', '{unknown_key}'], 1, ['unknown_key.json', 'learning_rate']),
     (['--config', '{missing}'], 1, ['missing.zip']),
+    (['--config', '{unclamped}'], 1, ['unclamped.json', 'precision mixed', 'conv_clamp']),
     ([*MICRO, '--cfg', 'paper'], 2, ['--cfg', 'with --config']),
     ([*MICRO, '--device', 'gpu'], 2, ['gpu']),
 ]
@@ -627,7 +633,7 @@ def test_two_process_gloo_run_under_torchrun(config_file, tmp_path):
 
 # ---------------------------------------------------------------------- GPU
 @pytest.mark.cuda
-@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+@pytest.mark.parametrize('precision', ['fp32', 'mixed', 'bf16'])
 def test_two_cuda_steps_have_finite_losses(precision, config_file, tmp_path):
     ok(train('--config', config_file, '--outdir', tmp_path, '--device', 'cuda', '--kimg', 0.008,
              '--precision', precision))
@@ -636,7 +642,9 @@ def test_two_cuda_steps_have_finite_losses(precision, config_file, tmp_path):
     assert len(records) == 2
     for r in records:
         assert math.isfinite(r['G/loss']) and math.isfinite(r['D/loss']), r
-    assert 'on cuda' in (run / 'log.txt').read_text()
+    log = (run / 'log.txt').read_text()
+    assert 'on cuda' in log
+    assert ('mixed precision: float16 in D.b32, D.b16, D.b8' in log) == (precision == 'mixed'), log
     sh.load_generator(newest_snapshot(run))
 
 

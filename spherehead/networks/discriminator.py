@@ -60,12 +60,14 @@ class DiscriminatorBlock(nn.Module):
     fromrgb (first block, or architecture 'skip'), conv0 (3x3), conv1 (3x3, down 2),
     skip (1x1, down 2, architecture 'resnet'). The first `freeze_layers` layers of the whole
     discriminator (counted from `first_layer_idx`) keep their weights as buffers (Freeze-D).
+    A `use_fp16` block computes in float16 when its forward is called with fp16=True on CUDA
+    (weights stay float32 and are cast per call; its convolutions are clamped by conv_clamp).
     """
 
     def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, resolution: int, img_channels: int,
                  first_layer_idx: int, architecture: str = 'resnet', activation: str = 'lrelu',
                  resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER, conv_clamp: float | None = None,
-                 freeze_layers: int = 0) -> None:
+                 freeze_layers: int = 0, use_fp16: bool = False) -> None:
         if in_channels not in (0, tmp_channels):
             raise ValueError('in_channels must be 0 (first block) or tmp_channels')
         if architecture not in ('orig', 'skip', 'resnet'):
@@ -76,6 +78,7 @@ class DiscriminatorBlock(nn.Module):
         self.img_channels = img_channels
         self.first_layer_idx = first_layer_idx
         self.architecture = architecture
+        self.use_fp16 = use_fp16
         self.register_buffer('resample_filter', setup_filter(list(resample_filter)))
         self.num_layers = 0
 
@@ -95,14 +98,17 @@ class DiscriminatorBlock(nn.Module):
             self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
                                     trainable=trainable(), resample_filter=resample_filter)
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None,
+                fp16: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        device = (x if x is not None else img).device
+        dtype = torch.float16 if fp16 and self.use_fp16 and device.type == 'cuda' else torch.float32
         if x is not None:
-            x = x.to(torch.float32)
+            x = x.to(dtype)
         if self.in_channels == 0 or self.architecture == 'skip':
             if img is None or img.shape[1:] != (self.img_channels, self.resolution, self.resolution):
                 raise ValueError(f'img must be [N, {self.img_channels}, {self.resolution}, {self.resolution}], '
                                  f'got {None if img is None else tuple(img.shape)}')
-            img = img.to(torch.float32)
+            img = img.to(dtype)
             y = self.fromrgb(img)
             x = x + y if x is not None else y
             img = downsample2d(img, self.resample_filter) if self.architecture == 'skip' else None
@@ -117,7 +123,7 @@ class DiscriminatorBlock(nn.Module):
         return x, img
 
     def extra_repr(self) -> str:
-        return f'resolution={self.resolution}, architecture={self.architecture}'
+        return f'resolution={self.resolution}, architecture={self.architecture}, use_fp16={self.use_fp16}'
 
 
 class MinibatchStdLayer(nn.Module):
@@ -216,7 +222,8 @@ class DualDiscriminator(nn.Module):
         mask_channels: 1 for PanoHead-style models, else 0.
         parsing_channels: 20 for SphereHead-style models, else 0.
         architecture, channel_base, channel_max, conv_clamp: as in StyleGAN2.
-        num_fp16_res: accepted for EG3D fidelity; computation is fp32.
+        num_fp16_res: the blocks of the top num_fp16_res resolutions (down to 8 px) may run in
+            float16, as in EG3D; they do only while `mixed_precision` is True and on CUDA.
         cmap_dim: size of the mapped label (None = channels at 4x4).
         disc_c_noise: add Gaussian noise of this many batch stds to c before mapping.
         filter_mode: how the raw image, mask and parsing are resized (see `filtered_resizing`).
@@ -238,6 +245,8 @@ class DualDiscriminator(nn.Module):
         self.parsing_channels = parsing_channels
         self.img_channels = 2 * img_channels + mask_channels + parsing_channels   # channels the blocks see
         self.num_fp16_res = num_fp16_res
+        self.fp16_resolution = max(2 ** (self.img_resolution_log2 + 1 - num_fp16_res), 8) if num_fp16_res > 0 else None
+        self.mixed_precision = False   # set by the trainer (TrainingConfig.precision == 'mixed')
         self.disc_c_noise = disc_c_noise
         self.filter_mode = filter_mode
         self.block_resolutions = [2 ** i for i in range(self.img_resolution_log2, 2, -1)]
@@ -250,8 +259,10 @@ class DualDiscriminator(nn.Module):
         common = dict(img_channels=self.img_channels, architecture=architecture, conv_clamp=conv_clamp)
         layer_idx = 0
         for res in self.block_resolutions:
+            use_fp16 = self.fp16_resolution is not None and res >= self.fp16_resolution
             block = DiscriminatorBlock(channels[res] if res < img_resolution else 0, channels[res], channels[res // 2],
-                                       resolution=res, first_layer_idx=layer_idx, **dict(block_kwargs or {}), **common)
+                                       resolution=res, first_layer_idx=layer_idx, use_fp16=use_fp16,
+                                       **dict(block_kwargs or {}), **common)
             setattr(self, f'b{res}', block)
             layer_idx += block.num_layers
         if c_dim > 0:
@@ -303,7 +314,7 @@ class DualDiscriminator(nn.Module):
         x = None
         image = self.assemble_input(img)
         for res in self.block_resolutions:
-            x, image = getattr(self, f'b{res}')(x, image)
+            x, image = getattr(self, f'b{res}')(x, image, fp16=self.mixed_precision)
         return self.b4.embed(x, image)
 
     def score(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

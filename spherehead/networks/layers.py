@@ -81,7 +81,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
                         groups=batch, flip_weight=flip_weight)
     x = x.reshape(batch, -1, *x.shape[2:])                              # [N, O, H', W']
     if noise is not None:
-        x = x + noise
+        x = x + noise.to(x.dtype)
     return x
 
 

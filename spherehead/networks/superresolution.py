@@ -51,8 +51,9 @@ class SuperResolution(nn.Module):
         w_dim: size of w.
         sr_channels: output channels of block0 and block1.
         sr_antialias: antialiased bilinear resizing of the inputs.
-        num_fp16_res: as EG3D's sr_num_fp16_res: > 0 implies conv_clamp=256 when conv_clamp
-            is None (EG3D clamps its fp16 SR blocks); computation is always fp32.
+        num_fp16_res: as EG3D's sr_num_fp16_res: > 0 makes both blocks float16-capable (they run
+            in float16 while `mixed_precision` is True, on CUDA) and implies conv_clamp=256 when
+            conv_clamp is None (EG3D clamps its fp16 SR blocks).
         conv_clamp: clamp of the block convolutions (None = see num_fp16_res).
         **block_kwargs: SynthesisBlock options (fused_modconv_default, architecture, use_noise, ...).
     """
@@ -75,7 +76,8 @@ class SuperResolution(nn.Module):
         self.w_dim = w_dim
         self.input_resolution = img_resolution // factor
         self.sr_antialias = sr_antialias
-        common = dict(w_dim=w_dim, img_channels=3, conv_clamp=conv_clamp, **block_kwargs)
+        self.mixed_precision = False   # set by the trainer (TrainingConfig.precision == 'mixed')
+        common = dict(w_dim=w_dim, img_channels=3, conv_clamp=conv_clamp, use_fp16=num_fp16_res > 0, **block_kwargs)
         if factor == 2:
             self.block0 = SynthesisBlockNoUp(channels, c0, resolution=img_resolution // 2, is_last=False, **common)
         else:
@@ -91,7 +93,8 @@ class SuperResolution(nn.Module):
             size = (self.input_resolution, self.input_resolution)
             x = F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=self.sr_antialias)
             rgb = F.interpolate(rgb, size=size, mode='bilinear', align_corners=False, antialias=self.sr_antialias)
-        kwargs = dict(noise_mode=noise_mode, fused_modconv=fused_modconv, update_emas=update_emas)
+        kwargs = dict(noise_mode=noise_mode, fused_modconv=fused_modconv, update_emas=update_emas,
+                      fp16=self.mixed_precision)
         x, rgb = self.block0(x, rgb, ws, **kwargs)
         x, rgb = self.block1(x, rgb, ws, **kwargs)
         return rgb

@@ -130,13 +130,16 @@ class SynthesisBlock(nn.Module):
     Modules: const [out, R, R] (first block, in_channels == 0), conv0 (upsamples by `up`),
     conv1, torgb (when last or architecture == 'skip'), skip (architecture == 'resnet');
     buffer resample_filter. With up=1 the block keeps its resolution (EG3D's
-    `SynthesisBlockNoUp`, used by super-resolution).
+    `SynthesisBlockNoUp`, used by super-resolution). A `use_fp16` block computes x in float16
+    when its forward is called with fp16=True on CUDA (EG3D's fp16 super-resolution blocks; the
+    image stays float32).
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  is_last: bool, architecture: str = 'skip',
                  resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER, conv_clamp: float | None = 256,
-                 fused_modconv_default: FusedModconv = True, up: int = 2, **layer_kwargs: Any) -> None:
+                 fused_modconv_default: FusedModconv = True, up: int = 2, use_fp16: bool = False,
+                 **layer_kwargs: Any) -> None:
         if architecture not in ('orig', 'skip', 'resnet'):
             raise ValueError(f"architecture must be 'orig', 'skip' or 'resnet', got {architecture!r}")
         if up not in (1, 2):
@@ -151,6 +154,7 @@ class SynthesisBlock(nn.Module):
         self.architecture = architecture
         self.fused_modconv_default = fused_modconv_default
         self.up = up
+        self.use_fp16 = use_fp16
         self.register_buffer('resample_filter', setup_filter(list(resample_filter)))
         self.num_conv = 0
         self.num_torgb = 0
@@ -177,7 +181,7 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
                 fused_modconv: FusedModconv | None = None, noise_mode: str = 'random',
-                update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                update_emas: bool = False, fp16: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         del update_emas  # no running statistics in the synthesis blocks
         n_ws = self.num_conv + self.num_torgb
         if ws.ndim != 3 or ws.shape[1:] != (n_ws, self.w_dim):
@@ -193,7 +197,7 @@ class SynthesisBlock(nn.Module):
             if x is None or x.shape[1:] != expected:
                 raise ValueError(f'x must be [N, {", ".join(map(str, expected))}], '
                                  f'got {None if x is None else tuple(x.shape)}')
-            x = x.to(torch.float32)
+            x = x.to(torch.float16 if fp16 and self.use_fp16 and x.device.type == 'cuda' else torch.float32)
             if self.architecture == 'resnet':
                 y = self.skip(x, gain=np.sqrt(0.5))
                 x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused)

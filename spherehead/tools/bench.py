@@ -17,6 +17,7 @@ import click
 import torch
 
 from spherehead.tools import cli_common as cc
+from spherehead.train.config import PRECISIONS
 from spherehead.tools.bench_paths import kernels, time_ms as _time_ms
 
 
@@ -55,8 +56,9 @@ def _cpu_note(device: torch.device) -> None:
 @click.option('--batch', type=click.IntRange(1, 1024), default=4, show_default=True)
 @click.option('--neural', type=click.IntRange(8, 512), default=None, help='neural rendering resolution '
               '[default: 64 for train-step and generator, as training starts; the preset\'s for orbit]')
-@click.option('--precision', type=click.Choice(['fp32', 'bf16']), default='fp32', show_default=True,
-              help='train-step: bf16 autocast on CUDA')
+@click.option('--precision', type=click.Choice(PRECISIONS), multiple=True, default=('mixed',), show_default=True,
+              help="train-step: 'mixed' = float16 in D's top resolutions and the super-resolution (as "
+                   "training does by default), 'bf16' = autocast (CUDA); repeat the option to compare")
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='timed runs per measurement')
 @click.pass_context
@@ -155,11 +157,38 @@ def marcher(preset_name, batch, neural, device, repeat):
         click.echo(line)
 
 
+@bench.command()
+@click.option('--case', type=click.Choice(['filter', 'down2', 'up2', 'all']), default='all', show_default=True,
+              help='filter: 4x4 FIR at 512 px (before a stride-2 conv); down2 / up2: resampling by 2')
+@click.option('--dtype', type=click.Choice(['float32', 'float16']), default='float32', show_default=True)
+@cc.device_option()
+@click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='timed runs  [default: 20 on CUDA, 3 on CPU]')
+def fir(case, dtype, device, repeat):
+    """FIR resampling (upfirdn2d): reference vs general kernel vs compile-time (tiled) kernel."""
+    from spherehead.tools.bench_paths import FIR_CASES, bench_fir, copy_bandwidth_gbs, table
+    device = torch.device(device)
+    repeat, warmup = _defaults(device, repeat, 3)
+    click.echo(_header(device))
+    click.echo(f'filter [1, 3, 3, 1] (4x4), {dtype}; median of {repeat} after {warmup} warm-up(s), CUDA events')
+    _cpu_note(device)
+    copy = copy_bandwidth_gbs(device) if device.type == 'cuda' else None
+    for name in (FIR_CASES if case == 'all' else [case]):
+        shape, up, down, _ = FIR_CASES[name]
+        rows, nbytes = bench_fir(name, getattr(torch, dtype), device, warmup, repeat)
+        click.echo(f'-- {name}: x {list(shape)}, up {up}, down {down}')
+        for line in table(rows, shape[0]):
+            click.echo(line)
+        gbs = ', '.join(f'{r.path} {nbytes / (r.ms["forward"] / 1000) / 1e9:.0f}' for r in rows)
+        click.echo(f'forward GB/s (bytes read + written): {gbs}' + (f'; device copy {copy:.0f}' if copy else ''))
+
+
 @bench.command(name='train-step')
 @click.option('--config', 'preset_name', type=click.Choice(['tiny', 'demo', 'paper']), default='paper', show_default=True)
 @click.option('--batch', type=click.IntRange(1, 1024), default=4, show_default=True)
 @click.option('--neural', type=click.IntRange(8, 512), default=None, help='neural rendering resolution [default: 64]')
-@click.option('--precision', type=click.Choice(['fp32', 'bf16']), default='fp32', show_default=True)
+@click.option('--precision', type=click.Choice(PRECISIONS), multiple=True, default=('mixed',), show_default=True,
+              help="'mixed' = float16 in D's top resolutions and the super-resolution (the training "
+                   "default), 'bf16' = autocast (CUDA); repeat to compare")
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='Timed runs  [default: 10 on CUDA, 2 on CPU]')
 def train_step(preset_name, batch, neural, precision, device, repeat):
@@ -171,17 +200,20 @@ def train_step(preset_name, batch, neural, precision, device, repeat):
     _cpu_note(device)
     from spherehead.tools.bench_paths import kernels, paths
     timings = []
-    for name, on in paths(device):
-        with kernels(on):
-            timing = bench_train_step(preset_name, batch, device, neural_res=neural, precision=precision,
-                                      warmup=3 if device.type == 'cuda' else 1, repeat=repeat)
-        timings.append(timing)
-        click.echo(f'-- {name} ({"CUDA kernels" if on else "PyTorch reference"})')
-        for line in timing.lines():
-            click.echo(line)
-    if len(timings) == 2:
-        click.echo(f'speed-up (reference / fast): iteration {timings[0].ms_per_iter / timings[1].ms_per_iter:.2f}x; '
-                   + ', '.join(f'{k} {timings[0].ms[k] / timings[1].ms[k]:.2f}x' for k in timings[0].ms))
+    for prec in dict.fromkeys(precision):   # in the order given, once each
+        for name, on in paths(device):
+            with kernels(on):
+                timing = bench_train_step(preset_name, batch, device, neural_res=neural, precision=prec,
+                                          warmup=3 if device.type == 'cuda' else 1, repeat=repeat)
+            timings.append((f'{name} {prec}', timing))
+            click.echo(f'-- {name} ({"CUDA kernels" if on else "PyTorch reference"}), precision {prec}')
+            for line in timing.lines():
+                click.echo(line)
+    if len(timings) > 1:
+        base_label, base = timings[0]
+        for label, t in timings[1:]:
+            click.echo(f'speed-up ({base_label} / {label}): iteration {base.ms_per_iter / t.ms_per_iter:.2f}x; '
+                       + ', '.join(f'{k} {base.ms[k] / t.ms[k]:.2f}x' for k in base.ms))
 
 
 @bench.command()

@@ -13,10 +13,11 @@ import time
 import torch
 
 from spherehead.config import NUM_PARSING_CLASSES
+from spherehead.networks.precision import set_mixed_precision
 from spherehead.train.config import TrainingConfig, default_config
 from spherehead.train.distributed import DistInfo
 from spherehead.train.losses import GANLoss
-from spherehead.train.loop import optimizer_step
+from spherehead.train.loop import lazy_adam, optimizer_step
 from spherehead.train.setup import build_networks
 
 
@@ -80,9 +81,12 @@ def train_passes(preset_name: str, batch: int, device: torch.device, neural_res:
     res = cfg.neural_rendering_resolution_initial
     nets = build_networks(cfg, 0)
     G, D = nets.G.to(device).train().requires_grad_(False), nets.D.to(device).train().requires_grad_(False)
+    set_mixed_precision(G, precision == 'mixed')
+    set_mixed_precision(D, precision == 'mixed')
     loss = GANLoss(G, D, cfg.loss, autocast=precision == 'bf16' and device.type == 'cuda')
-    opt_G = torch.optim.Adam(G.parameters(), lr=1e-6, betas=(0.0, 0.99))
-    opt_D = torch.optim.Adam(D.parameters(), lr=1e-6, betas=(0.0, 0.99))
+    l = cfg.loss   # the optimisers the trainer builds (lazy-regularisation adjustment, fused on CUDA)
+    opt_G = lazy_adam(G.parameters(), 1e-6, cfg.betas, cfg.eps, l.density_reg_interval if l.density_reg > 0 else None)
+    opt_D = lazy_adam(D.parameters(), 1e-6, cfg.betas, cfg.eps, l.r1_interval)
     data = random_batch(cfg, batch, device)
     c = data['label']
     z = lambda: torch.randn(batch, G.z_dim, device=device)

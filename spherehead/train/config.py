@@ -15,6 +15,8 @@ from typing import Any
 from spherehead.config import DiscriminatorConfig, GeneratorConfig, check_keys, discriminator_config_for, preset
 from spherehead.data.dataset import DatasetOptions
 
+PRECISIONS = ('fp32', 'mixed', 'bf16')
+
 
 @dataclass
 class PhaseConfig:
@@ -86,7 +88,9 @@ class TrainingConfig:
     neural_rendering_resolution_initial: int = 64
     neural_rendering_resolution_final: int | None = None
     neural_rendering_resolution_fade_kimg: float = 1000.0
-    precision: str = 'fp32'                     # 'fp32' or 'bf16' (autocast of G and D passes on CUDA)
+    precision: str = 'mixed'                    # 'mixed': float16 on CUDA in D's top num_fp16_res resolutions and
+                                                # G's super-resolution (sr_num_fp16_res > 0), as the family trains;
+                                                # 'fp32'; 'bf16' (autocast of G and D on CUDA)
     workers: int = 3                            # DataLoader worker processes per rank
     grid_seeds: int = 4                         # rows of the sample grid
     resume: str | None = None                   # run folder, training-state file, our .safetensors or a released .pkl
@@ -111,8 +115,12 @@ class TrainingConfig:
             self.data.yaw_range = tuple(self.data.yaw_range)
         self.betas = tuple(float(b) for b in self.betas)
         self.metrics = tuple(self.metrics)
-        if self.precision not in ('fp32', 'bf16'):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        d = self.discriminator
+        if self.precision == 'mixed' and d.num_fp16_res > 0 and d.conv_clamp is None:
+            raise ValueError('precision mixed runs D in float16 and needs its convolutions clamped: set '
+                             'discriminator.conv_clamp (the family uses 256) or discriminator.num_fp16_res = 0')
 
     # ------------------------------------------------------------------ derived
     @property

@@ -22,6 +22,7 @@ import torch
 from spherehead.checkpoint import save_generator
 from spherehead.networks.discriminator import DualDiscriminator
 from spherehead.networks.generator import Generator
+from spherehead.networks.precision import set_mixed_precision
 from spherehead.train import distributed as dist_utils
 from spherehead.train.config import TrainingConfig
 from spherehead.train.data import RealStream, open_datasets
@@ -64,9 +65,13 @@ def seed_step(seed: int, rank: int, step: int) -> np.random.RandomState:
 
 
 def lazy_adam(params, lr: float, betas, eps: float, reg_interval: int | None) -> torch.optim.Adam:
-    """Adam with the lazy-regularisation adjustment (lr and betas scaled by interval / (interval + 1))."""
+    """Adam with the lazy-regularisation adjustment (lr and betas scaled by interval / (interval + 1)).
+    On CUDA it is PyTorch's fused Adam (one kernel for all parameters; the same update rule)."""
+    params = list(params)
     ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
-    return torch.optim.Adam(params, lr=lr * ratio, betas=tuple(b ** ratio for b in betas), eps=eps)
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.Adam(params, lr=lr * ratio, betas=tuple(b ** ratio for b in betas), eps=eps,
+                            fused=fused or None)
 
 
 def optimizer_step(net: torch.nn.Module, opt: torch.optim.Optimizer, info: DistInfo, run_pass) -> dict:
@@ -92,6 +97,10 @@ class Trainer:
         self.origin = nets.origin
         self.batch_gpu = cfg.batch // info.world_size
         self.schedule = PhaseSchedule(cfg)
+        # float16 parts of G and D (not G_ema: snapshots, grids and metrics render in float32)
+        mixed = cfg.precision == 'mixed' and dev.type == 'cuda'
+        self.fp16_parts = ([f'G.{n}' for n in set_mixed_precision(self.G, mixed)]
+                           + [f'D.{n}' for n in set_mixed_precision(self.D, mixed)]) if mixed else []
         self.loss = GANLoss(self.G, self.D, cfg.loss, autocast=cfg.precision == 'bf16' and dev.type == 'cuda')
         l = cfg.loss
         self.g_reg_interval = l.density_reg_interval if l.density_reg > 0 else None
@@ -260,6 +269,9 @@ class Trainer:
                       f'ViCo from {cfg.vico_start_kimg:g} kimg (weight {cfg.phases.vico_weight:g})')
         self.log.line(f'networks: {self.origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
                       f'{info.device}; starting at {p.nimg / 1000:g} kimg')
+        if cfg.precision == 'mixed':
+            parts = ', '.join(self.fp16_parts) if self.fp16_parts else 'nothing (float16 runs on CUDA only)'
+            self.log.line(f'mixed precision: float16 in {parts}')
         if self.missing_optimizers:
             self.log.line(f'resume: no {" / ".join(self.missing_optimizers)} moments in the state; those Adam optimisers start afresh')
         if p.nimg == 0 and info.is_main:
