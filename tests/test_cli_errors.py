@@ -353,3 +353,12 @@ def test_bench_fir_on_cpu_times_the_reference(monkeypatch):
     row = next(ln for ln in lines if ln.startswith('reference'))
     assert float(row.split()[1]) > 0 and float(row.split()[4]) > 0
     assert any(ln.startswith('forward GB/s (bytes read + written): reference ') for ln in lines)
+
+
+def test_bench_orbit_precision_is_printed_and_checked():
+    res = CliRunner().invoke(main, ['bench', '--what', 'orbit', '--config', 'tiny', '--device', 'cpu',
+                                    '--precision', 'mixed', '--repeat', '1'])
+    assert res.exit_code == 0, res.output
+    assert 'batch 1, mixed;' in res.stdout and any(ln.startswith('reference') for ln in res.stdout.splitlines())
+    res = CliRunner().invoke(main, ['bench', '--what', 'marcher', '--device', 'cpu', '--precision', 'mixed'])
+    assert res.exit_code == 2 and 'generator and orbit take one value' in res.stderr and 'Traceback' not in res.output

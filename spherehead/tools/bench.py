@@ -15,6 +15,7 @@ import statistics
 
 import click
 import torch
+from click.core import ParameterSource
 
 from spherehead.tools import cli_common as cc
 from spherehead.train.config import PRECISIONS
@@ -80,7 +81,14 @@ def bench(ctx, what, preset_name, batch, neural, precision, device, repeat) -> N
     elif what == 'sampler':
         ctx.invoke(sampler, N=batch, device=device, repeat=repeat)
     elif what in ('generator', 'orbit', 'marcher'):
-        ctx.invoke(globals()[what], preset_name=preset_name, batch=batch, neural=neural, device=device, repeat=repeat)
+        extra = {}
+        if ctx.get_parameter_source('precision') is not ParameterSource.DEFAULT:
+            if what == 'marcher' or len(precision) != 1 or precision[0] == 'bf16':
+                raise click.BadParameter(f'got {", ".join(precision)} for {what}; generator and orbit take one '
+                                         f'value, fp32 or mixed, and marcher none', param_hint='--precision')
+            extra['precision'] = precision[0]
+        ctx.invoke(globals()[what], preset_name=preset_name, batch=batch, neural=neural, device=device, repeat=repeat,
+                   **extra)
     else:
         ctx.invoke(render, network=f'random:{preset_name}', batch=batch, device=device, repeat=repeat)
 
@@ -96,42 +104,50 @@ def _preset_options(f):
     return f
 
 
-def _preset_header(preset_name: str, batch: int, neural: int, device, repeat: int, warmup: int) -> None:
+def _preset_header(preset_name: str, batch: int, neural: int, device, repeat: int, warmup: int,
+                   precision: str = 'fp32') -> None:
     from spherehead.config import preset
     cfg = preset(preset_name)
     r = cfg.rendering
     click.echo(_header(device))
     click.echo(f'config {preset_name} (random weights): {cfg.representation}, {cfg.img_resolution} px out, '
                f'planes {cfg.triplane_size} px x {cfg.feature_channels} ch, {r.depth_resolution}+'
-               f'{r.depth_resolution_importance} samples, neural {neural}, batch {batch}; '
+               f'{r.depth_resolution_importance} samples, neural {neural}, batch {batch}, {precision}; '
                f'ms median of {repeat} after {warmup} warm-up(s), CUDA events; peak = max allocated above the inputs')
     _cpu_note(device)
 
 
+_G_PRECISION = click.option('--precision', type=click.Choice(['fp32', 'mixed']), default='fp32', show_default=True,
+                            help="mixed: the super-resolution in float16 on CUDA when the preset's "
+                                 "sr_num_fp16_res > 0 (as the released code runs it on a GPU)")
+
+
 @bench.command()
 @_preset_options
-def generator(preset_name, batch, neural, device, repeat):
+@_G_PRECISION
+def generator(preset_name, batch, neural, device, repeat, precision):
     """G(z, c): forward (eval, no grad) and forward + backward (train mode), reference vs fast."""
     from spherehead.tools.bench_paths import bench_generator, table
     device = torch.device(device)
     neural = neural or 64
     repeat, warmup = _defaults(device, repeat, 3)
-    _preset_header(preset_name, batch, neural, device, repeat, warmup)
-    for line in table(bench_generator(preset_name, batch, neural, device, warmup, repeat), batch):
+    _preset_header(preset_name, batch, neural, device, repeat, warmup, precision)
+    for line in table(bench_generator(preset_name, batch, neural, device, warmup, repeat, precision), batch):
         click.echo(line)
 
 
 @bench.command()
 @_preset_options
-def orbit(preset_name, batch, neural, device, repeat):
+@_G_PRECISION
+def orbit(preset_name, batch, neural, device, repeat, precision):
     """One visualizer frame with the backbone cached (batch 1, deterministic), reference vs fast."""
     from spherehead.config import preset
     from spherehead.tools.bench_paths import bench_orbit, table
     device = torch.device(device)
     neural = neural or preset(preset_name).rendering.neural_rendering_resolution
     repeat, warmup = _defaults(device, repeat, 3)
-    _preset_header(preset_name, 1, neural, device, repeat, warmup)
-    for line in table(bench_orbit(preset_name, neural, device, warmup, repeat), 1):
+    _preset_header(preset_name, 1, neural, device, repeat, warmup, precision)
+    for line in table(bench_orbit(preset_name, neural, device, warmup, repeat, precision), 1):
         click.echo(line)
 
 

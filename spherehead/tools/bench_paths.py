@@ -75,10 +75,15 @@ def time_ms(fn, device: torch.device, warmup: int, repeat: int) -> tuple[float, 
     return statistics.median(times), (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
 
 
-def _generator(preset: str, device: torch.device):
+def _generator(preset: str, device: torch.device, precision: str = 'fp32'):
+    """Random-weight G of a preset; precision 'mixed' runs its float16-capable parts (the
+    super-resolution when sr_num_fp16_res > 0, as the released code does on a GPU) in float16."""
     from spherehead.checkpoint import load_generator
+    from spherehead.networks.precision import set_mixed_precision
     torch.manual_seed(0)
-    return load_generator(f'random:{preset}', device)
+    G = load_generator(f'random:{preset}', device)
+    set_mixed_precision(G, precision == 'mixed')
+    return G
 
 
 def _inputs(G, batch: int, device: torch.device):
@@ -89,7 +94,7 @@ def _inputs(G, batch: int, device: torch.device):
 
 
 def bench_generator(preset: str, batch: int, neural: int, device: torch.device, warmup: int,
-                    repeat: int) -> list[PathTiming]:
+                    repeat: int, precision: str = 'fp32') -> list[PathTiming]:
     """G(z, c) forward (eval, no grad) and forward + backward (train mode, gradients of every
     parameter from a loss on image and image_raw) at neural rendering resolution `neural`. On CUDA
     a third path runs the forward's synthesis (backbone included) from a CUDA graph; its
@@ -98,7 +103,7 @@ def bench_generator(preset: str, batch: int, neural: int, device: torch.device, 
     out = []
     for name, on, graphed in graph_paths(device):
         with kernels(on):
-            G = _generator(preset, device).requires_grad_(True)
+            G = _generator(preset, device, precision).requires_grad_(True)
             z, c = _inputs(G, batch, device)
             kw = dict(neural_rendering_resolution=neural, noise_mode='const')
             replay = GraphedSynthesis(G) if graphed else None
@@ -123,7 +128,8 @@ def bench_generator(preset: str, batch: int, neural: int, device: torch.device, 
     return out
 
 
-def bench_orbit(preset: str, neural: int, device: torch.device, warmup: int, repeat: int) -> list[PathTiming]:
+def bench_orbit(preset: str, neural: int, device: torch.device, warmup: int, repeat: int,
+                precision: str = 'fp32') -> list[PathTiming]:
     """One visualizer frame with the backbone cached: G.synthesis(ws, c, planes=...) at batch 1,
     deterministic, camera moving by 3 degrees a frame. On CUDA a third path replays the frame
     from a CUDA graph (spherehead.render.graphed), as the visualizer does."""
@@ -132,7 +138,7 @@ def bench_orbit(preset: str, neural: int, device: torch.device, warmup: int, rep
     out = []
     for name, on, graphed in graph_paths(device):
         with kernels(on):
-            G = _generator(preset, device).eval()
+            G = _generator(preset, device, precision).eval()
             z, c = _inputs(G, 1, device)
             cams = [lookat(float(y), 10.0, device=device) for y in range(0, 360, 3)]
             with torch.no_grad():
