@@ -453,6 +453,22 @@ def test_d_main_scores_the_reals_once_for_both_cameras_with_the_same_gradients(d
         assert torch.allclose(shared[n], p.grad, rtol=1e-4, atol=1e-6), n
 
 
+def test_ema_update_blends_parameters_and_copies_buffers():
+    from spherehead.train.ema import ema_beta, update_ema
+    torch.manual_seed(0)
+    G = Generator(micro_generator())
+    G_ema = Generator(micro_generator())           # other random weights and buffers
+    before = {n: p.detach().clone() for n, p in G_ema.named_parameters()}
+    beta = ema_beta(batch=4, nimg=4000, ema_kimg=10 * 4 / 32, rampup=0.05)
+    assert beta == pytest.approx(0.5 ** (4 / 200))   # the half-life (1250 images) is capped at 5% of 4000 seen
+    update_ema(G_ema, G, beta)
+    for n, p in G.named_parameters():
+        expected = beta * before[n] + (1 - beta) * p.detach()
+        assert torch.allclose(dict(G_ema.named_parameters())[n], expected, atol=1e-6), n
+    for (n, b_ema), b in zip(G_ema.named_buffers(), G.buffers()):
+        assert torch.equal(b_ema, b), n
+
+
 # ---------------------------------------------------------------------- 5. refusals
 @pytest.fixture(scope='module')
 def bad(data, run_a, tmp_path_factory) -> dict[str, str]:
