@@ -212,7 +212,7 @@ def test_run_through_three_phases_writes_snapshots_grids_and_logs(run_a, config_
     assert tuple(map(int, ticks[-1][2:5])) == (counts['A'], counts['B'], counts['fused'])
     assert 'ViCo from 0.016 kimg' in log and 'phase I near-front data: ' in log
     assert '1 rank(s) x batch 4 on cpu' in log
-    assert 'mixed precision: float16 in nothing (float16 runs on CUDA only)' in log   # the default; CUDA only
+    assert 'mixed precision: all float32 on cpu (float16 runs on CUDA only)' in log   # the default; CUDA only
     assert log.count('snapshot: ') == 2
 
 

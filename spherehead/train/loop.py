@@ -270,8 +270,12 @@ class Trainer:
         self.log.line(f'networks: {self.origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
                       f'{info.device}; starting at {p.nimg / 1000:g} kimg')
         if cfg.precision == 'mixed':
-            parts = ', '.join(self.fp16_parts) if self.fp16_parts else 'nothing (float16 runs on CUDA only)'
-            self.log.line(f'mixed precision: float16 in {parts}')
+            if self.fp16_parts:
+                self.log.line(f'mixed precision: float16 in {", ".join(self.fp16_parts)}')
+            elif self.info.device.type != 'cuda':
+                self.log.line(f'mixed precision: all float32 on {self.info.device.type} (float16 runs on CUDA only)')
+            else:
+                self.log.line('mixed precision: all float32 (discriminator.num_fp16_res and generator.sr_num_fp16_res are 0)')
         if self.missing_optimizers:
             self.log.line(f'resume: no {" / ".join(self.missing_optimizers)} moments in the state; those Adam optimisers start afresh')
         if p.nimg == 0 and info.is_main:
