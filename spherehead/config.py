@@ -68,7 +68,7 @@ class GeneratorConfig:
     channel_max: int = 512
     mapping_layers: int = 2
     conv_clamp: float | None = None         # released models use 256 with fp16; None in fp32
-    num_fp16_res: int = 0                   # kept for checkpoint fidelity; we run fp32
+    num_fp16_res: int = 0                   # kept for checkpoint fidelity; the backbone runs fp32
     sr_num_fp16_res: int = 0                # EG3D's option: > 0 clamps the super-resolution convs at 256 (as released)
                                             # and lets them run in float16 when training with --precision mixed
     superresolution: str = 'hybrid8xdc'     # one of SUPERRESOLUTION_MODULES (EG3D's module names)
@@ -161,7 +161,7 @@ class DiscriminatorConfig:
     architecture: str = 'resnet'
     channel_base: int = 32768
     channel_max: int = 512
-    num_fp16_res: int = 4                   # kept for checkpoint fidelity; computation is fp32
+    num_fp16_res: int = 4                   # these top resolutions compute in float16 when training with --precision mixed
     conv_clamp: float | None = 256
     cmap_dim: int | None = None             # None: channels at 4x4
     disc_c_noise: float = 0.0

@@ -1,8 +1,9 @@
 """StyleGAN2 synthesis network and the mapping + synthesis backbone (EG3D's `Generator`).
 
 Module names follow EG3D (`b{res}.conv0`, `b{res}.conv1`, `b{res}.torgb`, `b4.const`, ...)
-so that released checkpoints load by name. Everything runs in fp32; `num_fp16_res`
-is kept only so that configurations read like EG3D's.
+so that released checkpoints load by name. The backbone runs in fp32 (`num_fp16_res` is kept
+only so that configurations read like EG3D's); blocks built with `use_fp16` (the
+super-resolution's) can compute in float16 (see spherehead.networks.precision).
 """
 from __future__ import annotations
 

@@ -58,8 +58,9 @@ def _cpu_note(device: torch.device) -> None:
 @click.option('--neural', type=click.IntRange(8, 512), default=None, help='neural rendering resolution '
               '[default: 64 for train-step and generator, as training starts; the preset\'s for orbit]')
 @click.option('--precision', type=click.Choice(PRECISIONS), multiple=True, default=('mixed',), show_default=True,
-              help="train-step: 'mixed' = float16 in D's top resolutions and the super-resolution (as "
-                   "training does by default), 'bf16' = autocast (CUDA); repeat the option to compare")
+              help="train-step: 'mixed' (the training default: float16 in D's top resolutions and the "
+                   "super-resolution), 'fp32' or 'bf16' (autocast), repeat to compare; generator and "
+                   "orbit: 'fp32' (their default) or 'mixed'")
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='timed runs per measurement')
 @click.pass_context

@@ -1,4 +1,4 @@
-"""Reference-versus-fast timings of the generator, the orbit render and the ray marcher.
+"""Reference-versus-fast timings of the generator, the orbit render, the ray marcher and FIR resampling.
 
 Each function runs its workload twice, with the CUDA kernels off (the PyTorch reference:
 SPHEREHEAD_NO_CUDA_KERNELS=1) and on, and returns one `PathTiming` per path. Times are
