@@ -664,5 +664,21 @@ def test_two_cuda_steps_have_finite_losses(precision, config_file, tmp_path):
     sh.load_generator(newest_snapshot(run))
 
 
+@pytest.mark.cuda
+def test_fake_cameras_on_cuda_are_the_drawn_dataset_labels(data):
+    """The labels live on the GPU and the drawn indices go there without a blocking copy; the draw
+    is the same as on the CPU for the same random state."""
+    from spherehead.train.data import RealStream
+    ds = HeadDataset(DatasetOptions(path=str(data)))
+    on_gpu = RealStream(ds, 2, DistInfo(device=torch.device('cuda')), seed=0, workers=0)
+    on_cpu = RealStream(ds, 2, DistInfo(device=torch.device('cpu')), seed=0, workers=0)
+    a = on_gpu.random_labels(5, np.random.RandomState(7))
+    b = on_cpu.random_labels(5, np.random.RandomState(7))
+    assert a.is_cuda and a.shape == (5, 25)
+    assert torch.equal(a.cpu(), b)
+    expected = torch.stack([ds.get_label(int(i)) for i in np.random.RandomState(7).randint(len(ds), size=5)])
+    assert torch.equal(b, expected)
+
+
 def newest_snapshot(run: Path) -> Path:
     return numbered_files(run)[-1][1]

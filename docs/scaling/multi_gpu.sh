@@ -5,6 +5,7 @@
 # two torchrun "nodes" of N/2 GPUs on this host (rendezvous on 127.0.0.1) against one node of N.
 #
 #   bash docs/scaling/multi_gpu.sh [WORKDIR]       # default WORKDIR /tmp/spherehead-scaling
+#   CONFIGS=paper bash docs/scaling/multi_gpu.sh   # only the paper-config runs (default: "demo paper")
 #
 # Needs 2 or 4 GPUs (it uses all it sees, up to 4) and ~8-12 minutes. Writes WORKDIR/logs (train
 # logs, nvidia-smi samples every 0.5 s) and WORKDIR/runs, then prints docs/scaling/report.py's
@@ -36,20 +37,26 @@ HALF0=$(seq -s, 0 $((N / 2 - 1))); HALF1=$(seq -s, $((N / 2)) $((N - 1)))
 [ -f $R/paper.zip ] || python -m spherehead dataset synth --out $R/paper.zip --count 320 --resolution 512 --supersample 1 --front-bias 0.3 --seed 0
 python -m spherehead.ops.build
 
+CONFIGS=${CONFIGS:-demo paper}
 D="--data $R/demo.zip --cfg demo --batch 32 --tick 0.5 --snap 100 --seed 0"
+if [[ " $CONFIGS " == *" demo "* ]]; then
 run demo-1gpu 1 0 $D --kimg 3
 run demo-2gpu 2 0,1 $D --kimg 3
 [ $N = 4 ] && run demo-4gpu 4 0,1,2,3 $D --kimg 3
 # A resumed run continues in the folder of the state it starts from, at the state's image count.
 run demo-resume-1to$N $N $ALL $D --kimg 4 --resume $(ls $R/runs/demo-1gpu/*/training-state-*.pt | tail -1)
 run demo-resume-${N}to1 1 0 $D --kimg 4 --resume $(ls $R/runs/demo-${N}gpu/*/training-state-*.pt | tail -1)
+fi
 
 P="--data $R/paper.zip --cfg paper --batch 8 --tick 0.128 --snap 100 --seed 0 --kimg 0.384"
+if [[ " $CONFIGS " == *" paper "* ]]; then
 run paper-1gpu 1 0 $P
 run paper-2gpu 2 0,1 $P
 [ $N = 4 ] && run paper-4gpu 4 0,1,2,3 $P
+fi
 
 # Two nodes: the same command on each node, --node_rank 0 and 1 (here both on this host).
+if [[ " $CONFIGS " == *" demo "* ]]; then
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader -lms 500 > $R/logs/smi_demo-2nodes.csv &
 smi=$!; pids=
 for node in 0 1; do
@@ -60,5 +67,7 @@ for node in 0 1; do
 done
 wait $pids; kill $smi
 cp $R/logs/train_demo-2nodes-node0.txt $R/logs/train_demo-2nodes.txt
-
 python $HERE/report.py $R --compare demo-${N}gpu demo-2nodes | tee $R/report.txt
+else
+python $HERE/report.py $R | tee $R/report.txt
+fi

@@ -51,8 +51,9 @@ class RealStream:
             pin_memory=info.device.type == 'cuda', persistent_workers=workers > 0,
             prefetch_factor=2 if workers > 0 else None)
         self._it = iter(self.loader)
-        # Labels of every item (mirrored for flipped copies), for sampling the fakes' cameras.
-        self.labels = torch.stack([dataset.get_label(i) for i in range(len(dataset))])
+        # Labels of every item (mirrored for flipped copies), for sampling the fakes' cameras; kept
+        # on the device, so drawing them needs only the indices copied there.
+        self.labels = torch.stack([dataset.get_label(i) for i in range(len(dataset))]).to(info.device)
 
     def next(self) -> dict[str, torch.Tensor]:
         """Next batch on this rank's device: image [N,3,R,R] uint8, label [N,25], mask, parsing."""
@@ -63,7 +64,12 @@ class RealStream:
 
     def random_labels(self, n: int, rng: np.random.RandomState) -> torch.Tensor:
         """[n, 25] labels drawn uniformly from the dataset's items (cameras for the fakes)."""
-        return self.labels[rng.randint(len(self.labels), size=n)].to(self.info.device)
+        idx = torch.from_numpy(rng.randint(len(self.labels), size=n))
+        if self.labels.is_cuda:
+            # From pinned memory without blocking: a plain copy from host memory waits until the GPU
+            # has finished all queued work, which stalled the pipeline two or three times a step.
+            idx = idx.pin_memory().to(self.labels.device, non_blocking=True)
+        return self.labels[idx]
 
 
 def open_datasets(options: DatasetOptions, front_yaw_deg: float) -> tuple[HeadDataset, HeadDataset]:
