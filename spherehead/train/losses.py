@@ -166,7 +166,8 @@ class GANLoss:
 
     def d_r1(self, real: dict, c_real, blur_sigma: float, gain: float) -> dict[str, torch.Tensor]:
         """Lazy R1: gamma/2 |dD/dx|^2 on image + raw, gamma_seg/2 on mask + parsing; scaled by gain.
-        Runs in fp32 (second-order gradients)."""
+        Never under bf16 autocast (second-order gradients); with mixed precision D's float16 blocks
+        run as in the other passes, as the family's R1 does."""
         cfg = self.cfg
         inputs = {k: v.detach().requires_grad_(True) for k, v in real.items()}
         logits = self.D(self.blurred(inputs, blur_sigma), c_real)
