@@ -21,22 +21,21 @@ autograd is off (torch.no_grad / torch.inference_mode), and not when SPHEREHEAD_
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
+from spherehead.ops.extension import kernels_disabled, switch_set
 from spherehead.render.spherical import WEIGHT_EPS
 
 ENV_DISABLE_FAST_CPU = 'SPHEREHEAD_NO_FAST_CPU'
-_ENV_DISABLE_KERNELS = 'SPHEREHEAD_NO_CUDA_KERNELS'   # turns every fast path off, this one included
 PAD = 3          # zero rows / columns framing each plane in plane_rows: 1 before, 2 after
 MAX_ROWS = 2 ** 24   # plane rows are numbered in float32 on the way (exact below 2^24)
 
 
 def fast_cpu_disabled() -> bool:
-    """True when SPHEREHEAD_NO_FAST_CPU or SPHEREHEAD_NO_CUDA_KERNELS is set (to anything but '' or '0')."""
-    return any(os.environ.get(k, '') not in ('', '0') for k in (ENV_DISABLE_FAST_CPU, _ENV_DISABLE_KERNELS))
+    """True when SPHEREHEAD_NO_FAST_CPU or SPHEREHEAD_NO_CUDA_KERNELS (every fast path) is set."""
+    return switch_set(ENV_DISABLE_FAST_CPU) or kernels_disabled()
 
 
 def fast_cpu_applies(*tensors: torch.Tensor | None) -> bool:

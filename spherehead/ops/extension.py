@@ -16,9 +16,15 @@ import torch
 ENV_DISABLE = 'SPHEREHEAD_NO_CUDA_KERNELS'
 
 
+def switch_set(name: str) -> bool:
+    """True when the environment variable `name` is set to anything but '' or '0' (the rule of
+    every SPHEREHEAD_NO_* switch)."""
+    return os.environ.get(name, '') not in ('', '0')
+
+
 def kernels_disabled() -> bool:
-    """True when SPHEREHEAD_NO_CUDA_KERNELS is set to anything but '' or '0'."""
-    return os.environ.get(ENV_DISABLE, '') not in ('', '0')
+    """True when SPHEREHEAD_NO_CUDA_KERNELS is set."""
+    return switch_set(ENV_DISABLE)
 
 
 class LazyExtension:

@@ -14,19 +14,20 @@ whose capture fails warns once and runs eagerly from then on.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
+from spherehead.ops.extension import switch_set
+
 ENV_DISABLE = 'SPHEREHEAD_NO_CUDA_GRAPHS'
 MAX_GRAPHS = 6   # call forms kept (A, B and fused side by side at two resolutions); the oldest is dropped
 
 
 def graphs_disabled() -> bool:
-    return os.environ.get(ENV_DISABLE, '') not in ('', '0')
+    return switch_set(ENV_DISABLE)
 
 
 @dataclass
