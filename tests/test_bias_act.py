@@ -77,11 +77,7 @@ def test_cpu_uses_the_reference():
     assert 'BiasAct' not in type(y.grad_fn).__name__
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-
-
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-6), (torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
 @pytest.mark.parametrize('act,alpha,gain,clamp,dim,shape', CASES)
 def test_cuda_kernel_matches_reference(act, alpha, gain, clamp, dim, shape, dtype, tol):
@@ -101,7 +97,6 @@ def test_cuda_kernel_matches_reference(act, alpha, gain, clamp, dim, shape, dtyp
 
 
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize('act,alpha,gain,clamp,dim,shape', CASES)
 def test_cuda_second_order_equals_reference(act, alpha, gain, clamp, dim, shape):
     x, b = _inputs(shape, dim, torch.float32)

@@ -72,11 +72,7 @@ def test_backward_saves_no_activations():
     assert all(t.numel() <= 16 for t in saved)   # only the filter
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-
-
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float16, 2e-2), (torch.bfloat16, 6e-2)])
 @pytest.mark.parametrize('up,down,pad,taps,separable,flip', CASES)
 def test_cuda_kernel_matches_reference(up, down, pad, taps, separable, flip, dtype, tol):
@@ -94,7 +90,6 @@ def test_cuda_kernel_matches_reference(up, down, pad, taps, separable, flip, dty
 
 
 @pytest.mark.cuda
-@cuda
 def test_cuda_kernel_large_and_second_order():
     f = setup_filter([1, 3, 3, 1], device='cuda')
     x = torch.randn(4, 32, 130, 66, device='cuda', requires_grad=True)
@@ -116,7 +111,6 @@ TILED_CASES = [  # (up, down, padding): the kernel's compile-time cases (4x4 fil
 
 
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float16, 2e-2)])
 @pytest.mark.parametrize('up,down,pad', TILED_CASES)
 def test_cuda_tiled_kernel_across_tiles_matches_reference_and_general_kernel(up, down, pad, dtype, tol, monkeypatch):
