@@ -35,6 +35,7 @@ from spherehead.train.snapshot import (atomic_torch_save, grid_latents, prune_st
                                        snapshot_name, snapshot_tag, state_name)
 
 STATE_FORMAT = 'spherehead-training-state'
+STOP_CHECK_STEPS = 8   # steps between the ranks' checks for a stop signal (several ranks only)
 
 LOG_KEYS = ['G/loss', 'G/camera_offset_reg', 'G/density_reg', 'D/loss', 'D/vico', 'D/r1_penalty',
             'D/r1_penalty_seg', 'scores/real', 'scores/fake', 'scores/fake_d', 'scores/real_shuffled']
@@ -296,7 +297,10 @@ class Trainer:
                 if bar is not None:
                     bar.update(cfg.batch)
                 done = p.nimg >= total
-                stop = dist_utils.any_rank(self._stop, info)
+                # With several ranks, agreeing on a stop request is an all-reduce and a host sync:
+                # ask every STOP_CHECK_STEPS steps, not every step (a signal stops within that many).
+                stop = (dist_utils.any_rank(self._stop, info)
+                        if not info.enabled or p.step % STOP_CHECK_STEPS == 0 else False)
                 if done or stop or p.nimg >= tick_start_nimg + cfg.tick_kimg * 1000:
                     now = time.time()
                     values = self.stats.reduce(info, LOG_KEYS)
