@@ -215,7 +215,7 @@ def train_step(preset_name, batch, neural, precision, device, repeat):
     repeat = repeat or (10 if device.type == 'cuda' else 2)
     click.echo(_header(device))
     _cpu_note(device)
-    from spherehead.tools.bench_paths import kernels, paths
+    from spherehead.tools.bench_paths import paths
     timings = []
     for prec in dict.fromkeys(precision):   # in the order given, once each
         for name, on in paths(device):
