@@ -2,6 +2,7 @@
 ``load_generator`` accepts: a .safetensors of ours, a released .pkl, 'demo', 'random:<preset>'."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -29,6 +30,16 @@ def random_generator(preset_name: str = 'tiny', seed: int = 0) -> Generator:
     return G
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike):
+    """Yields ``<path>.tmp`` to write; renames it over ``path`` when the block ends without an
+    error, so an interrupted write leaves the old file (or none), never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + '.tmp')
+    yield tmp
+    os.replace(tmp, path)
+
+
 def save_generator(G: Generator, path: str | os.PathLike) -> None:
     """Write G's parameters and buffers to a .safetensors file with its config as JSON metadata
     (written to a temporary file and renamed, so an interrupted save leaves no broken file)."""
@@ -37,10 +48,9 @@ def save_generator(G: Generator, path: str | os.PathLike) -> None:
     state = {k: v.detach().to('cpu').contiguous().clone() for k, v in G.state_dict().items()}
     meta = {'format': FORMAT_NAME, 'version': FORMAT_VERSION, 'config': G.config.to_json(),
             'provenance': str(getattr(G, 'provenance', ''))}
-    tmp = path.with_name(path.name + '.tmp')
-    save_file(state, str(tmp), metadata=meta)
-    os.chmod(tmp, _new_file_mode())          # safetensors creates owner-only (0600) files; use the usual mode
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+        os.chmod(tmp, _new_file_mode())          # safetensors creates owner-only (0600) files; use the usual mode
 
 
 def _new_file_mode() -> int:

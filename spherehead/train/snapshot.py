@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from spherehead.camera import lookat
-from spherehead.checkpoint import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, newest_snapshot, numbered_files
+from spherehead.checkpoint import SNAPSHOT_PREFIX, atomic_file, SNAPSHOT_SUFFIX, newest_snapshot, numbered_files
 
 STATE_PREFIX, STATE_SUFFIX = 'training-state-', '.pt'
 GRID_YAWS = (0.0, 90.0, 180.0)
@@ -57,13 +57,10 @@ def prune_states(run_dir: str | os.PathLike, keep: int) -> None:
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """torch.save to a temporary file, flushed to disk, then renamed over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
+    with atomic_file(path) as tmp, open(tmp, 'wb') as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def numpy_rng_to_tensors(state) -> dict:
@@ -113,7 +110,5 @@ def render_grid(G, z: torch.Tensor, spheres: tuple[str, ...], neural_rendering_r
 def save_png(arr: np.ndarray, path: str | os.PathLike) -> None:
     """uint8 [H, W, 3] -> PNG, written atomically."""
     from PIL import Image
-    path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    Image.fromarray(arr).save(tmp, format='PNG')
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        Image.fromarray(arr).save(tmp, format='PNG')
