@@ -580,9 +580,10 @@ def test_refusal_in_a_real_process(bad, config_file):
 # ---------------------------------------------------------------------- 6. two processes under torchrun
 # train.py under torchrun, run through its click command; afterwards (process group still up)
 # every rank all-gathers each parameter and buffer of G, D and G_ema, and rank 0 writes the
-# names of those that differ between ranks.
+# names of those that differ between ranks. A process group that outlived destroy_process_group
+# kept gloo's worker threads running into interpreter exit, where they could abort a good run.
 TORCHRUN_SCRIPT = r'''
-import importlib.util, json, sys
+import importlib.util, json, os, sys
 import torch
 import torch.distributed as dist
 import spherehead.train.distributed as du
@@ -610,10 +611,13 @@ try:
             out['numel'] += x.numel()
             if not all(torch.equal(got[0], g) for g in got[1:]):
                 out['differ'].append(f'{net}.{name}')
-    if out['rank'] == 0:
-        open(report, 'w').write(json.dumps(out))
 finally:
     shutdown()
+# Threads left once the group is gone (Linux names them): gloo's must have ended with it.
+tasks = f'/proc/{os.getpid()}/task'
+out['threads'] = [open(f'{tasks}/{t}/comm').read().strip() for t in os.listdir(tasks)] if os.path.isdir(tasks) else None
+if out['rank'] == 0:
+    open(report, 'w').write(json.dumps(out))
 '''
 
 
@@ -628,6 +632,8 @@ def test_two_process_gloo_run_under_torchrun(config_file, tmp_path):
     assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
     out = json.loads(report.read_text())
     assert out['world'] == 2 and out['nimg'] == 12
+    if out['threads'] is not None:
+        assert not [t for t in out['threads'] if 'gloo' in t], out['threads']
     # Gradients are averaged, so every weight is identical on both ranks. Only the running
     # means of W (truncation centres) differ: each rank tracks its own latents, as in EG3D,
     # and rank 0's are the ones saved.

@@ -8,6 +8,7 @@ that a step did not use (sphere B's head when rendering sphere A) need no specia
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -50,6 +51,11 @@ def init(device: str = 'auto') -> DistInfo:
     else:
         dev = torch.device('cpu')
     if world > 1 and not dist.is_initialized():
+        # torch.optim imports torch._dynamo; done after the group exists, that import keeps the
+        # group alive past destroy_process_group (seen with torch 2.13). Its gloo worker threads
+        # then outlive the interpreter and abort the process at exit (SIGABRT after a good run)
+        # when they release a finished collective's tensors. Imported first, it leaves the group free.
+        importlib.import_module('torch._dynamo')
         dist.init_process_group(backend='nccl' if use_cuda else 'gloo', timeout=datetime.timedelta(minutes=30),
                                 **({'device_id': dev} if use_cuda else {}))
     return DistInfo(rank, world, local, dev)
