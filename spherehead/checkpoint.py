@@ -33,10 +33,15 @@ def random_generator(preset_name: str = 'tiny', seed: int = 0) -> Generator:
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike):
     """Yields ``<path>.tmp`` to write; renames it over ``path`` when the block ends without an
-    error, so an interrupted write leaves the old file (or none), never a torn one."""
+    error, so an interrupted write leaves the old file (or none), never a torn one. On an error
+    (or Ctrl-C) the partial ``.tmp`` is removed."""
     path = Path(path)
     tmp = path.with_name(path.name + '.tmp')
-    yield tmp
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

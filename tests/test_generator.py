@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import spherehead as sh
-from spherehead.checkpoint import random_generator
+from spherehead.checkpoint import atomic_file, random_generator
 from spherehead.config import preset
 from spherehead.networks.generator import Generator
 
@@ -178,3 +178,16 @@ def test_bad_sources_raise_one_line_user_errors(tmp_path):
     bad.write_bytes(b'not a safetensors file')
     with pytest.raises(sh.UserError, match='bad.safetensors'):
         sh.load_generator(str(bad))
+
+
+def test_atomic_file_keeps_the_old_file_and_no_partial_one_when_the_write_fails(tmp_path):
+    path = tmp_path / 'out.bin'
+    path.write_bytes(b'old')
+    with pytest.raises(RuntimeError, match='disk full'):
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(b'partial')
+            raise RuntimeError('disk full')
+    assert path.read_bytes() == b'old' and sorted(p.name for p in tmp_path.iterdir()) == ['out.bin']
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(b'new')
+    assert path.read_bytes() == b'new' and sorted(p.name for p in tmp_path.iterdir()) == ['out.bin']

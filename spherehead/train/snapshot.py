@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from spherehead.camera import lookat
-from spherehead.checkpoint import SNAPSHOT_PREFIX, atomic_file, SNAPSHOT_SUFFIX, newest_snapshot, numbered_files
+from spherehead.checkpoint import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, atomic_file, newest_snapshot, numbered_files
 
 STATE_PREFIX, STATE_SUFFIX = 'training-state-', '.pt'
 GRID_YAWS = (0.0, 90.0, 180.0)
