@@ -1,0 +1,90 @@
+"""`spherehead study run|report`: representations trained side by side, and their measured artefacts.
+
+    spherehead study run --data heads.zip --out study --kimg 200 --parallel 5
+    spherehead study report study --data heads.zip
+
+See docs/study.md.
+"""
+from __future__ import annotations
+
+import click
+from click.core import ParameterSource
+
+from spherehead.study.arms import ARMS, DEFAULT_ARMS, parse_arms
+from spherehead.tools import cli_common as cc
+
+
+@cc.group()
+def study() -> None:
+    """The study: tri-plane, tri-grid, single sphere, dual sphere without and with ViCo, trained the same way."""
+
+
+def _arms(ctx, param, value: str) -> tuple[str, ...]:
+    try:
+        return tuple(a.name for a in parse_arms(value))
+    except ValueError as e:
+        raise click.BadParameter(f'{e}; choose from {", ".join(ARMS)}', ctx=ctx, param=param) from None
+
+
+@study.command('run')
+@click.option('--data', type=str, help='dataset (folder or .zip); needed to start a study, not to continue one')
+@click.option('--out', type=cc.OutputDir(), required=True, help='study folder (one sub-folder per arm)')
+@click.option('--kimg', type=cc.Finite('kimg', 0.001, 1e6), default=200, show_default=True,
+              help='images per arm, in thousands (a larger value continues a finished study)')
+@click.option('--cfg', type=click.Choice(['tiny', 'demo', 'paper']), default='demo', show_default=True,
+              help='network preset of every arm')
+@click.option('--batch', type=click.IntRange(1), default=32, show_default=True, help='batch of every arm')
+@click.option('--seed', type=click.IntRange(0, 2 ** 31 - 1), default=0, show_default=True)
+@click.option('--phase1-kimg', type=cc.Finite('phase1-kimg', 0, 1e6), help='end of phase I  [default: 20% of --kimg]')
+@click.option('--phase2-kimg', type=cc.Finite('phase2-kimg', 0, 1e6), help='end of phase II [default: 45% of --kimg]')
+@click.option('--snap', type=cc.Finite('snap', 0.001, 1e6), default=50, show_default=True, help='kimg between snapshots')
+@click.option('--tick', type=cc.Finite('tick', 0.001, 1e6), default=4, show_default=True, help='kimg between log lines')
+@click.option('--arms', type=str, default=','.join(DEFAULT_ARMS), show_default=True, callback=_arms,
+              help=f'comma-separated arms, from: {", ".join(ARMS)}')
+@click.option('--parallel', type=click.IntRange(1, 64), default=1, show_default=True,
+              help='arms trained at the same time (separate processes)')
+@click.option('--workers', type=click.IntRange(0, 64), help='data workers per arm  [default: what the cores allow]')
+@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+@click.option('--max-minutes', type=cc.Finite('max-minutes', 0.01, 1e6),
+              help='stop after this long (every arm writes a snapshot); run again to continue')
+@click.option('--status-every', type=cc.Finite('status-every', 1, 1e6), default=60, show_default=True,
+              help='seconds between status lines')
+@click.option('--train-arg', 'train_args', multiple=True,
+              help='one more train.py option for every arm, e.g. --train-arg=--gamma=2 (repeatable)')
+@click.pass_context
+def run(ctx, data, out, kimg, cfg, batch, seed, phase1_kimg, phase2_kimg, snap, tick, arms, parallel, workers,
+        device, max_minutes, status_every, train_args) -> None:
+    """Train the arms (or continue them): same data, config, seed, batch and image budget."""
+    from spherehead.errors import UserError
+    from spherehead.study.runner import StudyConfig, load_study, merge_study, run_study
+    given = {n for n in ('data', 'kimg', 'cfg', 'batch', 'seed', 'phase1_kimg', 'phase2_kimg', 'snap', 'tick', 'arms',
+                         'train_args')
+             if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
+    saved = load_study(out)
+    if saved is None and not data:
+        raise click.UsageError(f'{out} holds no study yet; pass --data DATASET to start one', ctx=ctx)
+    p1 = phase1_kimg if phase1_kimg is not None else round(0.2 * kimg, 3)
+    p2 = phase2_kimg if phase2_kimg is not None else round(0.45 * kimg, 3)
+    new = StudyConfig(data=data or (saved.data if saved else ''), kimg=kimg, cfg=cfg, batch=batch, seed=seed,
+                      phase1_kimg=p1, phase2_kimg=p2, snap_kimg=snap, tick_kimg=tick, arms=arms,
+                      train_args=tuple(train_args))
+    renamed = {'snap': 'snap_kimg', 'tick': 'tick_kimg', 'phase1_kimg': 'phase1_kimg', 'phase2_kimg': 'phase2_kimg'}
+    study_cfg = merge_study(out, new, {renamed.get(n, n) for n in given})
+    if saved is None:
+        from spherehead.train.config import default_config
+        from spherehead.train.setup import check_dataset
+        import dataclasses
+        tc = default_config(cfg)
+        tc = dataclasses.replace(tc, data=dataclasses.replace(tc.data, path=study_cfg.data), kimg=study_cfg.kimg,
+                                 phases=dataclasses.replace(tc.phases, phase1_end_kimg=p1, phase2_end_kimg=p2))
+        check_dataset(tc)     # one line now, not five failed arms later
+    result = run_study(study_cfg, out, parallel=parallel, device=device, workers=workers, max_minutes=max_minutes,
+                       status_every=status_every, echo=click.echo)
+    done = [a for a in study_cfg.arms if result.kimg_to[a] >= study_cfg.kimg - 1e-9]
+    click.echo(f'study {out}: {len(done)} of {len(study_cfg.arms)} arm(s) at {study_cfg.kimg:g} kimg; '
+               + ', '.join(f'{a} {result.kimg_to[a]:g}' for a in study_cfg.arms)
+               + f'; {result.wall_s:.0f} s')
+    if result.failed:
+        raise UserError(f'{len(result.failed)} arm(s) failed: ' + '; '.join(f'{a}: {w}' for a, w in result.failed.items()))
+    if len(done) < len(study_cfg.arms):
+        click.echo(f'continue with: spherehead study run --out {out}')
