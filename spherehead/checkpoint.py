@@ -16,7 +16,15 @@ from spherehead.networks.generator import Generator
 
 FORMAT_NAME = 'spherehead-generator'
 FORMAT_VERSION = '1'
-DEMO_PATH = Path(__file__).parent / 'assets' / 'demo.safetensors'
+ASSETS = Path(__file__).parent / 'assets'
+DEMO_PATH = ASSETS / 'demo.safetensors'
+# Models shipped with the package: name -> file under spherehead/assets (see docs/study.md for demo-triplane).
+SHIPPED_MODELS = {'demo': 'demo.safetensors', 'demo-triplane': 'demo_triplane.safetensors'}
+
+
+def shipped_model_path(name: str) -> Path:
+    """The file of a shipped model ('demo', 'demo-triplane')."""
+    return DEMO_PATH if name == 'demo' else ASSETS / SHIPPED_MODELS[name]
 
 
 def random_generator(preset_name: str = 'tiny', seed: int = 0) -> Generator:
@@ -178,7 +186,8 @@ def load_generator(source: str | os.PathLike = 'demo', device: str | torch.devic
     """A generator in eval mode on ``device``.
 
     source: a .safetensors of ours, a released network pickle (.pkl: EG3D, PanoHead, SphereHead),
-    'demo' (the shipped model, spherehead/assets/demo.safetensors) or 'random:<preset>'
+    'demo' (the shipped model, spherehead/assets/demo.safetensors), 'demo-triplane' (the tri-plane arm
+    of the study, trained the same way: its artefacts beside SphereHead's) or 'random:<preset>'
     ('random:tiny', 'random:demo', 'random:paper'; optional '@seed').
     """
     source = str(source)
@@ -198,6 +207,13 @@ def load_generator(source: str | os.PathLike = 'demo', device: str | torch.devic
             # Once per process (the default warning filter shows a warning once per code location).
             warnings.warn(f"the demo model file is missing ({DEMO_PATH}): 'demo' is an untrained random:tiny "
                           "generator; reinstall the package (pip install -e .)", UserWarning, stacklevel=1)
+    elif source in SHIPPED_MODELS:
+        path = shipped_model_path(source)
+        if not path.is_file():
+            raise UserError(f'{source}: the shipped model file {path} is missing from this install; '
+                            'reinstall the package (pip install -e .)')
+        G = load_safetensors_generator(path)
+        G.provenance = _stored_provenance(path) or f'{source} (shipped model)'
     else:
         path = check_network_file(source)
         if path.suffix.lower() == '.pkl':

@@ -23,7 +23,7 @@ from viz.render_args import RenderArgs
 from viz.widget import Widget
 
 NETWORK_SUFFIXES = ('.safetensors', '.pkl')
-BUILTIN = ('demo', 'random:tiny', 'random:demo')
+BUILTIN = ('demo', 'demo-triplane', 'random:tiny', 'random:demo')
 ERROR_RGBA = (1.0, 0.45, 0.45, 1.0)
 
 

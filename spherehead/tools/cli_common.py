@@ -43,7 +43,8 @@ from spherehead.errors import UserError
 MAX_SEED = 2 ** 32 - 1          # numpy RandomState accepts seeds 0 .. 2**32 - 1
 MAX_LIST = 1_000_000            # never expand a list of seeds longer than this (memory)
 NETWORK_SUFFIXES = ('.safetensors', '.pkl')
-NETWORK_HELP = "network: a .safetensors of ours, a released EG3D/PanoHead/SphereHead .pkl, 'demo' or 'random:tiny'"
+NETWORK_HELP = ("network: a .safetensors of ours, a released EG3D/PanoHead/SphereHead .pkl, 'demo', 'demo-triplane' "
+                "or 'random:tiny'")
 
 
 # ----------------------------------------------------------------------------- one-line errors
@@ -310,7 +311,8 @@ class Network(click.ParamType):
 
     def convert(self, value, param, ctx) -> str:
         text = str(value)
-        if text == 'demo':
+        from spherehead.checkpoint import SHIPPED_MODELS
+        if text in SHIPPED_MODELS:
             return text
         if text.startswith('random:'):
             from spherehead.config import PRESETS
