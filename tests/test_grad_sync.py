@@ -337,3 +337,22 @@ def test_check_batch_with_a_per_gpu_batch():
     with pytest.raises(ValueError, match='grad_sync must be one of overlap, flat'):
         TrainingConfig(grad_sync='ddp')
     assert math.isclose(TrainingConfig().grad_bucket_mib, 25.0)
+
+
+# ---------------------------------------------------------------------- bench train-step
+def test_bench_train_step_times_the_exchange_modes_side_by_side():
+    from spherehead.cli import main
+    res = CliRunner().invoke(main, ['bench', '--what', 'train-step', '--config', 'tiny', '--batch', '2', '--neural', '16',
+                                    '--device', 'cpu', '--precision', 'fp32', '--repeat', '1',
+                                    '--grad-sync', 'flat', '--grad-sync', 'overlap+hooks'])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert 'timed interleaved' in out
+    for mode in ('flat', 'overlap+hooks'):
+        assert f'grad-sync {mode}\n' in out and f'precision fp32  grad-sync {mode}' in out
+    assert out.count('per pass (forward + backward + gradient exchange + Adam): g_main ') == 2
+    assert 'speed-up (reference fp32 flat / reference fp32 overlap+hooks): iteration ' in out
+    assert 'host synchronisations' not in out          # counted on CUDA only
+    res = CliRunner().invoke(main, ['bench', '--what', 'train-step', '--device', 'cpu', '--path', 'fast'])
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and 'only the reference runs on cpu' in lines[0], res.stderr
