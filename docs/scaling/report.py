@@ -33,8 +33,10 @@ def read_run(root: Path, tag: str) -> dict | None:
     start = next((l.split('; ')[-1].strip() for l in text if 'starting at' in l), '')
     steady = [t[1] for t in ticks[1:]] or [ticks[0][1]]
     run = {'tag': tag, 'ranks': int(ranks[1]) if ranks else None, 'batch_gpu': int(ranks[2]) if ranks else None,
-           'start': start, 'ticks': [t[1] for t in ticks], 'kimg': ticks[-1][0], 'sec_per_kimg': statistics.median(steady),
-           'weights_equal': sum('weights equal' in l for l in text), 'weights_differ': sum('weights DIFFER' in l for l in text),
+           'start': start, 'ticks': [t[1] for t in ticks], 'kimg': ticks[-1][0],
+           'sec_per_kimg': statistics.median(steady),
+           'weights_equal': sum('weights equal' in l for l in text),
+           'weights_differ': sum('weights DIFFER' in l for l in text),
            'torch_peak_gib_rank0': max(t[2] for t in ticks), 'util': {}, 'mem_gib': {}}
     smi = root / 'logs' / f'smi_{tag}.csv'
     if smi.exists():
@@ -56,8 +58,8 @@ def read_run(root: Path, tag: str) -> dict | None:
 def per_gpu(run: dict) -> tuple[str, str]:
     if not run['util']:
         return '-', f'rank 0 {run["torch_peak_gib_rank0"]:.1f} GiB (torch)'
-    return (', '.join(f'{u:.0f}%' for u in run['util'].values()),
-            ', '.join(f'{m:.1f}' for m in run['mem_gib'].values()) + ' GiB')
+    return (', '.join(f'GPU{g} {u:.0f}%' for g, u in run['util'].items()),
+            ', '.join(f'GPU{g} {m:.1f} GiB' for g, m in run['mem_gib'].items()))
 
 
 def main(root: Path) -> dict:
@@ -76,15 +78,17 @@ def main(root: Path) -> dict:
     for (set_name, cfg) in dict.fromkeys((s, c) for s, c, *_ in plan if s in SET_NAMES):
         rows = [(int(k), int(b), runs[tag]) for s, c, tag, k, b in plan if (s, c) == (set_name, cfg) and runs[tag]]
         base = next((r for k, _, r in rows if k == 1), None)
-        what = (f'global batch {rows[0][0] * rows[0][1]}' if set_name == 'global' else f'{rows[0][1]} per GPU') if rows else ''
+        what = ((f'global batch {rows[0][0] * rows[0][1]}' if set_name == 'global' else f'{rows[0][1]} per GPU')
+                if rows else '')
         print(f'\n{cfg}, {SET_NAMES[set_name]} ({what}):')
-        print(f'  {"GPUs x batch per GPU":22s} {"sec/kimg":>9s} {"speed-up":>9s} {"efficiency":>11s}  utilisation per GPU  peak memory per GPU')
+        print(f'  {"GPUs x batch per GPU":22s} {"sec/kimg":>9s} {"speed-up":>9s} {"efficiency":>11s}  '
+              'utilisation per GPU      peak memory per GPU')
         for k, b, r in rows:
             speed = base['sec_per_kimg'] / r['sec_per_kimg'] if base else float('nan')
             eff = speed / k
             util, mem = per_gpu(r)
-            print(f'  {f"{k} x {b}":22s} {r["sec_per_kimg"]:9.2f} {speed:9.2f} {"-" if k == 1 else f"{eff * 100:.0f}%":>11s}'
-                  f'  {util:20s} {mem}')
+            eff_text = '-' if k == 1 else f'{eff * 100:.0f}%'
+            print(f'  {f"{k} x {b}":22s} {r["sec_per_kimg"]:9.2f} {speed:9.2f} {eff_text:>11s}  {util:24s} {mem}')
             tables.append({'config': cfg, 'set': set_name, 'gpus': k, 'batch_gpu': b, 'global_batch': k * b,
                            'sec_per_kimg': r['sec_per_kimg'], 'speed_up': speed, 'efficiency': eff,
                            'util': r['util'], 'mem_gib': r['mem_gib'], 'tag': r['tag']})
