@@ -18,6 +18,7 @@ import torch
 from click.core import ParameterSource
 
 from spherehead.tools import cli_common as cc
+from spherehead.train.bench_step import BENCH_GRAD_SYNCS
 from spherehead.train.config import PRECISIONS
 from spherehead.tools.bench_paths import kernels, time_ms as _time_ms
 
@@ -49,6 +50,13 @@ def _cpu_note(device: torch.device) -> None:
                    f'peak memory is measured on CUDA only (shown as -); figures that matter come from a GPU')
 
 
+_GRAD_SYNC_HELP = ("train-step: gradient exchange, repeat to compare (timed interleaved): 'overlap' (training's "
+                   "default: bucket views, NaN/Inf cleaned in place), 'flat' (one flat buffer, the reference), "
+                   "'overlap+hooks' (overlap plus the per-parameter hooks and bucket bookkeeping it runs with "
+                   "several GPUs; one rank exchanges nothing)")
+_PATH_HELP = "train-step: 'fast' (CUDA kernels) and/or 'reference' (PyTorch)  [default: both on CUDA]"
+
+
 @cc.group(invoke_without_command=True)
 @click.option('--what', type=click.Choice(['generator', 'orbit', 'sampler', 'marcher', 'render', 'train-step']),
               help='run one benchmark with the options below (same as the sub-command of that name)')
@@ -61,10 +69,13 @@ def _cpu_note(device: torch.device) -> None:
               help="train-step: 'mixed' (the training default: float16 in D's top resolutions and the "
                    "super-resolution), 'fp32' or 'bf16' (autocast), repeat to compare; generator and "
                    "orbit: 'fp32' (their default) or 'mixed'")
+@click.option('--grad-sync', 'grad_sync', type=click.Choice(BENCH_GRAD_SYNCS), multiple=True, default=('overlap',),
+              show_default=True, help=_GRAD_SYNC_HELP)
+@click.option('--path', 'path_names', type=click.Choice(['fast', 'reference']), multiple=True, help=_PATH_HELP)
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='timed runs per measurement')
 @click.pass_context
-def bench(ctx, what, preset_name, batch, neural, precision, device, repeat) -> None:
+def bench(ctx, what, preset_name, batch, neural, precision, grad_sync, path_names, device, repeat) -> None:
     """Benchmarks (speed, memory), printed with date, device, torch version and config.
 
     \b
@@ -78,7 +89,7 @@ def bench(ctx, what, preset_name, batch, neural, precision, device, repeat) -> N
         return
     if what == 'train-step':
         ctx.invoke(train_step, preset_name=preset_name, batch=batch, neural=neural, precision=precision,
-                   device=device, repeat=repeat)
+                   device=device, repeat=repeat, grad_sync=grad_sync, path_names=path_names)
     elif what == 'sampler':
         ctx.invoke(sampler, N=batch, device=device, repeat=repeat)
     elif what in ('generator', 'orbit', 'marcher'):
@@ -206,9 +217,12 @@ def fir(case, dtype, device, repeat):
 @click.option('--precision', type=click.Choice(PRECISIONS), multiple=True, default=('mixed',), show_default=True,
               help="'mixed' = float16 in D's top resolutions and the super-resolution (the training "
                    "default), 'bf16' = autocast (CUDA); repeat to compare")
+@click.option('--grad-sync', 'grad_sync', type=click.Choice(BENCH_GRAD_SYNCS), multiple=True, default=('overlap',),
+              show_default=True, help=_GRAD_SYNC_HELP)
+@click.option('--path', 'path_names', type=click.Choice(['fast', 'reference']), multiple=True, help=_PATH_HELP)
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='Timed runs  [default: 10 on CUDA, 2 on CPU]')
-def train_step(preset_name, batch, neural, precision, device, repeat):
+def train_step(preset_name, batch, neural, precision, device, repeat, grad_sync=('overlap',), path_names=()):
     """One training iteration (G, density reg, D with ViCo, R1), ms per pass and amortised, img/s, peak memory."""
     from spherehead.train.bench_step import bench_train_step
     device = torch.device(device)
@@ -216,16 +230,27 @@ def train_step(preset_name, batch, neural, precision, device, repeat):
     click.echo(_header(device))
     _cpu_note(device)
     from spherehead.tools.bench_paths import paths
+    chosen = [(name, on) for name, on in paths(device) if not path_names or name in path_names]
+    if not chosen:
+        raise click.BadParameter(f'{", ".join(path_names)}: only the reference runs on {device.type}',
+                                 param_hint='--path')
+    grad_sync = tuple(dict.fromkeys(grad_sync or ('overlap',)))
+    if len(grad_sync) > 1:
+        click.echo(f'gradient exchange modes {", ".join(grad_sync)} timed interleaved, each on its own networks '
+                   '(each peak memory includes the other copies)')
     timings = []
     for prec in dict.fromkeys(precision):   # in the order given, once each
-        for name, on in paths(device):
+        for name, on in chosen:
             with kernels(on):
-                timing = bench_train_step(preset_name, batch, device, neural_res=neural, precision=prec,
-                                          warmup=3 if device.type == 'cuda' else 1, repeat=repeat)
-            timings.append((f'{name} {prec}', timing))
-            click.echo(f'-- {name} ({"CUDA kernels" if on else "PyTorch reference"}), precision {prec}')
-            for line in timing.lines():
-                click.echo(line)
+                results = bench_train_step(preset_name, batch, device, neural_res=neural, precision=prec,
+                                           warmup=3 if device.type == 'cuda' else 1, repeat=repeat,
+                                           grad_syncs=grad_sync)
+            for timing in results:
+                timings.append((f'{name} {prec} {timing.grad_sync}', timing))
+                click.echo(f'-- {name} ({"CUDA kernels" if on else "PyTorch reference"}), precision {prec}, '
+                           f'grad-sync {timing.grad_sync}')
+                for line in timing.lines():
+                    click.echo(line)
     if len(timings) > 1:
         base_label, base = timings[0]
         for label, t in timings[1:]:
