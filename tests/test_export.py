@@ -16,6 +16,7 @@ import torch
 from click.testing import CliRunner
 
 import spherehead as sh
+from spherehead.checkpoint import DEMO_PATH
 from spherehead.cli import main
 from spherehead.export.check import compare_views, psnr
 from spherehead.export.field import background_rgb
@@ -275,6 +276,18 @@ def test_splats_of_random_tiny_reproduce_its_raw_image(G):
         bg = ((background_rgb(G, ws, raw_res)[0] + 1) / 2).clamp(0, 1)
         floor = psnr(bg, view.raw_image)                          # the background alone
         assert view.psnr >= 30 and view.psnr > floor + 10, (view.yaw, view.psnr, floor)
+
+
+@pytest.mark.skipif(not DEMO_PATH.is_file(), reason='the demo model file is missing from this install')
+def test_demo_splats_reproduce_the_raw_image_from_the_side():
+    """The shipped model, much smaller than the command's default (30,000 splats at --res 128, one view
+    rasterised at 2x): 30.5 dB measured (docs/export.md); the bar is the issue's 22 dB raised to 28."""
+    G = sh.load_generator('demo')
+    G.eval()
+    ws = seed_ws(G, 0, 0.7, 'cpu')
+    s = make_splats(G, ws, SplatConfig(count=30_000, resolution=128), progress=False)
+    view, = compare_views(G, ws, s, yaws=(90,), supersample=2)
+    assert view.psnr >= 28 and view.psnr_mask >= 22, (view.psnr, view.psnr_mask)
 
 
 def test_splats_command_is_deterministic_and_reads_back(tmp_path):
