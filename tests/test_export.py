@@ -312,11 +312,13 @@ def test_splats_command_is_deterministic_and_reads_back(tmp_path):
     (['splats', '--res', '34'], 'multiple of 4'),
     (['splats', '--sh-degree', '4'], "'--sh-degree'"),
 ])
-def test_bad_export_arguments_are_one_line(args, expect):
+def test_bad_export_arguments_are_one_line(args, expect, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     result = run(*args, '--network', 'random:tiny')
     assert result.exit_code == 2, result.output
     lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith('Error: ') and expect in lines[0], result.stderr
+    assert not list(tmp_path.iterdir())                          # nothing written
 
 
 @pytest.mark.parametrize('command', ['splats', 'mesh'])

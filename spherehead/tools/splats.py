@@ -26,7 +26,8 @@ CHECK_RESOLUTION = 512     # px the check rasterises at (a viewer's window), the
 @click.option('--count', type=click.IntRange(1, MAX_COUNT), default=DEFAULT_COUNT, show_default=True,
               help='splats to write (68 bytes each at --sh-degree 0)')
 @click.option('--res', 'resolution', type=click.IntRange(32, 512), default=256, show_default=True,
-              help='sampling cells per side of the box (a multiple of 4; memory: about 12 bytes x res^3)')
+              help='sampling cells per side of the box (a multiple of 4; memory grows as res^3: 0.85 GB peak for the '
+                   'demo at 256)')
 @click.option('--sh-degree', type=click.IntRange(0, MAX_SH_DEGREE), default=0, show_default=True,
               help='spherical-harmonic degree in the file; the colour is view-independent, higher degrees '
                    'add zero coefficients for readers that expect them (the 3DGS / SIBR viewers load degree 3)')
