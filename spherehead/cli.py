@@ -44,6 +44,7 @@ def _register() -> None:
     from spherehead.tools.video import video; main.add_command(video)
     from spherehead.tools.interpolate import interpolate; main.add_command(interpolate)
     from spherehead.tools.mesh import mesh; main.add_command(mesh)
+    from spherehead.tools.splats import splats; main.add_command(splats)
     from spherehead.metrics.commands import metrics; main.add_command(metrics)
     from spherehead.tools.study import study; main.add_command(study)
 

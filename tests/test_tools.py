@@ -13,8 +13,8 @@ from spherehead.checkpoint import DEMO_PATH
 from spherehead.cli import main
 from spherehead.tools.heads import seed_ws
 from spherehead.tools.interpolate import InterpolationConfig, interpolation_frames
-from spherehead.tools.mesh import (Mesh, MeshConfig, close_border, extract_mesh, extract_surface, sample_grid,
-                                   vertex_colors, write_obj, write_ply)
+from spherehead.export.mesh import (Mesh, MeshConfig, close_border, extract_mesh, extract_surface, sample_grid,
+                                    vertex_colors, write_obj, write_ply)
 from spherehead.tools.video import TurntableConfig, ViewConfig, render_cell, tile, turntable_frames
 
 iio = pytest.importorskip('imageio.v3')
@@ -242,7 +242,7 @@ BAD = [
     (['interpolate', '--seeds', '2'], 'at least two seeds'),
     (['interpolate', '--steps', '1'], "'--steps'"),
     (['interpolate', '--out', 'interp.webm'], '.mp4 or .gif'),
-    (['mesh', '--out', 'head.glb'], '.ply or .obj'),
+    (['mesh', '--out', 'head.stl'], '.ply or .obj or .glb'),
     (['mesh', '--res', '4'], "'--res'"),
     (['mesh', '--level', 'inf'], 'level'),
     (['mesh', '--seed', '-1'], "'--seed'"),
@@ -285,7 +285,7 @@ def test_never_replaces_another_kind_of_file(tmp_path):
 
 def test_help_lists_the_tools():
     result = ok('--help')
-    for name in ('video', 'interpolate', 'mesh'):
+    for name in ('video', 'interpolate', 'mesh', 'splats'):
         assert name in result.output
         assert ok(name, '--help').output.count('--network') == 1
 

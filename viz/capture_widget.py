@@ -1,8 +1,12 @@
-"""Capture: save the image, save the whole window, record a turntable video.
+"""Capture: save the image, save the whole window, record a turntable video, export the head.
 
 The turntable is recorded frame by frame in lockstep with the worker: frame k asks for
 yaw = start + 360 k / N and is written when the worker returns exactly that frame.
 Messages name a file only once it is written; a recording that got no frame leaves no file.
+
+Export writes the current head (latent and sphere mode) as a coloured mesh (.glb) or as Gaussian
+splats (3DGS .ply). The render worker does the work (it owns the network); the panel only asks
+and shows the line that comes back.
 """
 from __future__ import annotations
 
@@ -35,6 +39,11 @@ class CaptureWidget(Widget):
         self._writer = None
         self._path = ''
         self._last_serial = -1
+        self.mesh_resolution = 128                # marching-cubes grid (256 takes minutes on a CPU)
+        self.splat_count = 300_000
+        self.splat_resolution = 256               # sampling grid of the splats (not in the panel)
+        self.exporting: str | None = None       # 'mesh' or 'splats' while the worker exports
+        self._export_task = 0
 
     # ---- saving ------------------------------------------------------------------------------------
     def image_path(self, args: RenderArgs) -> str:
@@ -66,6 +75,39 @@ class CaptureWidget(Widget):
             self.message = message
         self.viz.request_window_capture(path, report)
         return f'writing {path} ...'
+
+    # ---- export ---------------------------------------------------------------------------------------
+    def export_path(self, args: RenderArgs, kind: str) -> str:
+        ext = '.glb' if kind == 'mesh' else '.ply'
+        return os.path.join(self.outdir, f'seed{args.seed:04d}-{args.sphere}-{kind}-{_stamp()}{ext}')
+
+    def export_head(self, kind: str) -> str:
+        """Ask the worker to export the current head ('mesh' or 'splats'); the line that says what was
+        written replaces the message when it is done."""
+        worker = getattr(self.viz, 'worker', None) if self.viz else None
+        if worker is None:
+            return 'cannot export: no render worker'
+        if self.exporting:
+            return f'an export ({self.exporting}) is still running'
+        args = self.viz.args
+        path = self.export_path(args, kind)
+        try:
+            os.makedirs(self.outdir, exist_ok=True)
+        except OSError as e:
+            return f'cannot export: {e}'
+        options = dict(mesh_resolution=int(self.mesh_resolution), splat_count=int(self.splat_count),
+                       splat_resolution=int(self.splat_resolution))
+        self._export_task = worker.submit_task(lambda renderer: renderer.export_head(args, path, kind, **options))
+        self.exporting = kind
+        return f'exporting {kind} to {path} ...'
+
+    def _collect_exports(self) -> None:
+        worker = getattr(self.viz, 'worker', None) if self.viz else None
+        if worker is None or not self.exporting:
+            return
+        for task_id, line in worker.poll_tasks():
+            if task_id == self._export_task:
+                self.message, self.exporting = line, None
 
     # ---- turntable ----------------------------------------------------------------------------------
     def start_recording(self) -> str:
@@ -107,7 +149,9 @@ class CaptureWidget(Widget):
         return args.replace(yaw=round(self.frame_yaw(), 4)) if self.recording else args
 
     def tick(self, dt: float) -> None:
-        """While recording: write the shown frame once it is the one asked for, then ask for the next."""
+        """Collect a finished export. While recording: write the shown frame once it is the one asked for,
+        then ask for the next."""
+        self._collect_exports()
         if not self.recording or self.viz is None:
             return
         viz = self.viz
@@ -156,5 +200,21 @@ class CaptureWidget(Widget):
             imgui.same_line()
             if imgui.button('stop'):
                 self.message = self.stop_recording()
+        imgui.separator()
+        imgui.set_next_item_width(90)
+        _, self.mesh_resolution = imgui.input_int('mesh res', self.mesh_resolution, 32)
+        self.mesh_resolution = max(32, min(self.mesh_resolution, 512))
+        imgui.same_line()
+        imgui.set_next_item_width(110)
+        _, self.splat_count = imgui.input_int('splats', self.splat_count, 50_000)
+        self.splat_count = max(1000, min(self.splat_count, 5_000_000))
+        if self.exporting:
+            imgui.text_disabled(f'exporting {self.exporting} ...')
+        else:
+            if imgui.button('export mesh (.glb)'):
+                self.message = self.export_head('mesh')
+            imgui.same_line()
+            if imgui.button('export splats (.ply)'):
+                self.message = self.export_head('splats')
         if self.message:
             imgui.text_wrapped(self.message)

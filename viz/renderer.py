@@ -304,6 +304,50 @@ class Renderer:
         timings['total'] = time.perf_counter() - t_start
         return result
 
+    # ------------------------------------------------------------------ export
+    def export_head(self, args: RenderArgs, path: str, kind: str, mesh_resolution: int = 256,
+                    splat_count: int = 300_000, splat_resolution: int = 256) -> str:
+        """Write the head of ``args`` (its latent and sphere mode) to ``path``: kind 'mesh' (.glb, .ply or
+        .obj by extension; marching cubes at ``mesh_resolution``) or 'splats' (3DGS .ply of
+        ``splat_count`` splats sampled on a ``splat_resolution``^3 grid). Runs on the worker thread
+        (``RenderWorker.submit_task``); returns one line saying what was written, or why nothing was.
+        Never raises."""
+        from pathlib import Path
+        from spherehead.tools.heads import check_sphere
+        self.status = f'exporting {kind}'
+        try:
+            G = self._network(args.network, {})
+            sphere = args.sphere if self.network_info['num_spheres'] else 'fused'
+            check_sphere(G, sphere)
+            comment = (f'SphereHead {kind} from the visualizer: seed {args.seed}, trunc {args.truncation_psi:g}, '
+                       f'sphere {sphere}\nnetwork: {self.network_info["provenance"]}\n'
+                       'axes: +x = left of the head, +y = up, +z = front; world units')
+            with torch.inference_mode():
+                ws = self._ws(G, args)
+                if kind == 'mesh':
+                    from spherehead.export.mesh import WRITERS, MeshConfig, extract_mesh, require_writer
+                    require_writer(path)
+                    mesh = extract_mesh(G, ws, MeshConfig(resolution=mesh_resolution, sphere=sphere), progress=False)
+                    WRITERS[Path(path).suffix.lower()](path, mesh, comment)
+                    return f'wrote {path}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces'
+                if kind == 'splats':
+                    from spherehead.export.splat_ply import write_splats
+                    from spherehead.export.splats import SplatConfig, make_splats
+                    splats = make_splats(G, ws, SplatConfig(count=splat_count, resolution=splat_resolution,
+                                                                   sphere=sphere), progress=False)
+                    size = write_splats(path, splats, comment)
+                    return f'wrote {path}: {len(splats)} splats, {size / 2 ** 20:.1f} MiB'
+                raise ValueError(f"kind must be 'mesh' or 'splats', got {kind!r}")
+        except NetworkLoadError as e:
+            return f'nothing exported: cannot load {e.source}: {e}'
+        except Exception as e:  # noqa: BLE001 - one line for the window
+            import click
+            if isinstance(e, click.ClickException):
+                return f'nothing exported: {e.format_message()}'
+            return f'nothing exported: {_one_line(e)}'
+        finally:
+            self.status = 'idle'
+
     def _spheres(self, G: Any, args: RenderArgs) -> list[str]:
         n = self.network_info['num_spheres']
         if n == 0:

@@ -6,6 +6,10 @@ kept (older ones are dropped, counted in ``dropped``), so the worker never falls
 on the worker thread after each one, so an idle GUI that sleeps until something happens
 wakes up. Torch releases the GIL inside its kernels, so the GUI thread keeps drawing while a
 frame renders.
+
+One-off jobs that need the network (exports) go through ``submit_task(fn)``: ``fn(renderer)``
+runs on the worker thread before the next render and returns one line, which the GUI collects
+with ``poll_tasks()`` (``has_result`` is true meanwhile, so an idle GUI draws a frame for it).
 """
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ class RenderWorker:
         self._stop = False
         self._busy = False
         self._serial = 0
+        self._tasks: list[tuple[int, Callable[[Renderer], str]]] = []
+        self._finished: list[tuple[int, str]] = []
+        self._task_ids = 0
         self.renderer: Renderer | None = None
         self.submitted = 0
         self.dropped = 0          # requests replaced by a newer one before the worker took them
@@ -47,6 +54,21 @@ class RenderWorker:
             self.submitted += 1
             self._cond.notify()
 
+    def submit_task(self, task: Callable[[Renderer], str]) -> int:
+        """Run ``task(renderer)`` on the worker thread before the next render; returns the task's id.
+        Its line (or why it failed) comes back through ``poll_tasks``."""
+        with self._cond:
+            self._task_ids += 1
+            self._tasks.append((self._task_ids, task))
+            self._cond.notify()
+            return self._task_ids
+
+    def poll_tasks(self) -> list[tuple[int, str]]:
+        """(id, line) of the tasks finished since the last call."""
+        with self._cond:
+            done, self._finished = self._finished, []
+            return done
+
     def poll(self) -> RenderResult | None:
         """The newest finished result not yet returned, else None."""
         with self._cond:
@@ -55,15 +77,15 @@ class RenderWorker:
 
     @property
     def has_result(self) -> bool:
-        """A finished result waits for ``poll()``."""
+        """A finished result waits for ``poll()`` (or a finished task for ``poll_tasks()``)."""
         with self._cond:
-            return self._result is not None
+            return self._result is not None or bool(self._finished)
 
     @property
     def busy(self) -> bool:
-        """Rendering, or a request waiting."""
+        """Rendering, or a request waiting (renders and tasks)."""
         with self._cond:
-            return self._busy or self._pending is not None
+            return self._busy or self._pending is not None or bool(self._tasks)
 
     @property
     def status(self) -> str:
@@ -80,15 +102,32 @@ class RenderWorker:
 
     # ---- worker side ------------------------------------------------------------------------------
     def _take_pending(self):
-        """Block until a request is pending; take it (marking the worker busy), or None on stop."""
+        """Block until a request or task is pending; take it (marking the worker busy), or None on stop.
+        Tasks go first: a task is a (id, function) tuple, a request RenderArgs."""
         with self._cond:
-            while self._pending is None and not self._stop:
+            while self._pending is None and not self._tasks and not self._stop:
                 self._cond.wait()
             if self._stop:
                 return None
-            args, self._pending = self._pending, None
             self._busy = True
+            if self._tasks:
+                return self._tasks.pop(0)
+            args, self._pending = self._pending, None
             return args
+
+    def _run_task(self, item: tuple[int, Callable[[Renderer], str]], failure: str | None) -> None:
+        task_id, task = item
+        if failure is not None:
+            line = failure
+        else:
+            try:
+                line = task(self.renderer)
+            except Exception as e:  # noqa: BLE001 - reported as the task's line
+                line = f'{type(e).__name__}: {e}'
+        with self._cond:
+            self._finished.append((task_id, line))
+            self._busy = False
+        self._notify()
 
     def _run(self) -> None:
         try:
@@ -97,12 +136,18 @@ class RenderWorker:
             err = f'{type(e).__name__}: {e}'
             self.renderer = None
             while (args := self._take_pending()) is not None:
+                if isinstance(args, tuple):
+                    self._run_task(args, f'the renderer did not start: {err}')
+                    continue
                 with self._cond:
                     self._result = RenderResult(args=args, error=err)
                     self._busy = False
                 self._notify()
             return
         while (args := self._take_pending()) is not None:
+            if isinstance(args, tuple):
+                self._run_task(args, None)
+                continue
             result = self.renderer.render(args)
             with self._cond:
                 self._serial += 1

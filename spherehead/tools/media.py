@@ -12,12 +12,13 @@ import numpy as np
 
 from spherehead.errors import UserError
 
-KIND_NAMES = {'.mp4': 'an MP4 video', '.gif': 'a GIF image', '.ply': 'a PLY mesh', '.obj': 'an OBJ mesh'}
+KIND_NAMES = {'.mp4': 'an MP4 video', '.gif': 'a GIF image', '.ply': 'a PLY file (mesh or splats)',
+              '.obj': 'an OBJ mesh', '.glb': 'a glTF binary (GLB)'}
 _OBJ_KEYWORDS = ('#', 'v ', 'vt ', 'vn ', 'f ', 'o ', 'g ', 's ', 'mtllib', 'usemtl', 'l ')
 
 
 def sniff_kind(path: Path) -> str | None:
-    """The extension ('.mp4', '.gif', '.ply', '.obj') that a file's content looks like, or None."""
+    """The extension ('.mp4', '.gif', '.ply', '.obj', '.glb') that a file's content looks like, or None."""
     with open(path, 'rb') as f:
         head = f.read(4096)
     if head[4:8] == b'ftyp':
@@ -26,6 +27,8 @@ def sniff_kind(path: Path) -> str | None:
         return '.gif'
     if head[:4] == b'ply\n' or head[:5] == b'ply\r\n':
         return '.ply'
+    if head[:4] == b'glTF':
+        return '.glb'
     try:
         text = head.decode('ascii')
     except UnicodeDecodeError:
