@@ -33,9 +33,8 @@ GAP = 4                      # pixels between the panels (as in the side-by-side
 GAP_GREY = 40
 PLACEHOLDER_GREY = 32        # a side that has no image (its network failed, or its render did)
 # What shows white in the difference panel, per render type, and what the mean is measured in.
-DIFF_SCALE = {'image': (1.0, 'RGB units of [-1, 1]'), 'raw': (1.0, 'RGB units of [-1, 1]'),
-              'depth': (0.2, 'world units'), 'mask': (1.0, 'opacity'),
-              'parsing': (1.0, 'share of pixels whose class differs'), 'weight': (1.0, 'sphere weight')}
+DIFF_SCALE = {'image': (1.0, 'RGB, -1..1'), 'raw': (1.0, 'RGB, -1..1'), 'depth': (0.2, 'world units'),
+              'mask': (1.0, 'opacity'), 'parsing': (1.0, 'share of pixels'), 'weight': (1.0, 'sphere weight')}
 
 
 @dataclass
@@ -124,7 +123,7 @@ def difference(kind: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, flo
         text = f'difference: classes differ on {100 * mean:.1f}% of pixels'
     else:
         where = ' where both have surface; green: one side only' if kind in ('depth', 'weight') else ''
-        text = f'difference: mean {mean:.3f} {unit}{where} (white = {scale:g})'
+        text = f'difference: mean {mean:.3f} ({unit}; white {scale:g}){where}'
     return rgb, mean, text
 
 

@@ -179,8 +179,9 @@ class NetworkWidget(Widget):
         self.compare, self.compare_current, self.compare_note = '', None, ''
 
     def compare_loaded(self, source: str) -> None:
-        """The worker shows ``source`` on the right."""
-        if source != self.compare_current:
+        """The worker shows ``source`` on the right (only what was asked for counts: after a failed load
+        the worker may still hold a network compared before)."""
+        if source == self.compare and source != self.compare_current:
             self.compare_current = source
             self._remember(source)
 

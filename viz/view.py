@@ -81,7 +81,7 @@ class View:
             x0, y0, x1, y1 = fit_rect(self.texture.width, self.texture.height, x, y + line, main_w, h - 2 * line)
             self.image_rect = (x0, y0, x1, y1)
             dl.add_image(self.texture.ref, imgui.ImVec2(x0, y0), imgui.ImVec2(x1, y1))
-            self._overlays(dl, shown, x0, y0, x1, y1)
+            self._overlays(dl, shown, x0, y0, x1, y1, top=y + 2 * line + 4)
         else:
             self.image_rect = None
             wrapped_text_with_background(dl, (x + 12, y + h / 2), f'{viz.network.status_line()} ...', w - 24)
@@ -119,40 +119,49 @@ class View:
         self.texts.append(text)
         return wrapped_text_with_background(dl, pos, text, width, color)
 
-    def _compare_overlays(self, dl, shown, x0, y0, x1, y1) -> None:
-        """Per panel: the network, its frame time and rate, seam shares, notes and errors; the
-        difference panel's measure. Panel i starts at i * (S + GAP) image pixels."""
+    def _compare_overlays(self, dl, shown, x0, y0, x1, y1, top: float) -> None:
+        """Above each panel: its network, frame time and rate, notes and errors (the difference
+        panel: its measure); below: seam shares or the depth range. Outside the image, so the
+        pixels stay clean; above it down to ``top`` at most. Panel i starts at i * (S + GAP) image px."""
         cmp = shown.comparison
+        args = shown.args
         scale = (x1 - x0) / max(shown.image.shape[1], 1)
         pw = cmp.panel_size * scale
         line = imgui.get_text_line_height_with_spacing()
-        yellow, red = (1.0, 0.85, 0.3), (1.0, 0.45, 0.45)
-        for i, side in enumerate((cmp.left, cmp.right)):
-            px = x0 + i * (cmp.panel_size + GAP) * scale
-            yy = y0 + 4
-            yy += self._wrapped(dl, (px + 4, yy), side.label(), pw - 8)
-            if side.error:
-                yy += self._wrapped(dl, (px + 4, yy), side.error, pw - 8, red)
-            for note in side.notes[:2]:
-                yy += self._wrapped(dl, (px + 4, yy), note, pw - 8, yellow)
-            if shown.args.overlay_seams and side.seam_fraction:
-                self._wrapped(dl, (px + 4, y1 - line - 4), 'near seam/poles: ' + ', '.join(
-                    f'{k} {100 * v:.0f}%' for k, v in side.seam_fraction.items()), pw - 8)
-            if shown.args.render_type == 'depth' and side.depth_range is not None:
-                lo, hi = side.depth_range
-                self._text(dl, (px + 4, y1 - 2 * line - 4), f'depth {lo:.2f} (bright) - {hi:.2f}')
+        white, yellow, red = (1.0, 1.0, 1.0), (1.0, 0.85, 0.3), (1.0, 0.45, 0.45)
+        blocks = []
+        for side in (cmp.left, cmp.right):
+            above = [(side.label(), white)] + ([(side.error, red)] if side.error else [])
+            above += [(note, yellow) for note in side.notes[:2]]
+            below = []
+            if args.overlay_seams and side.seam_fraction:
+                below.append(('near seam/poles: ' + ', '.join(f'{k} {100 * v:.0f}%'
+                                                             for k, v in side.seam_fraction.items()), white))
+            if args.render_type == 'depth' and side.depth_range is not None:
+                below.append((f'depth {side.depth_range[0]:.2f} (bright) - {side.depth_range[1]:.2f}', white))
+            blocks.append((above, below))
         if len(shown.panels) > 2:
-            px = x0 + 2 * (cmp.panel_size + GAP) * scale
-            self._wrapped(dl, (px + 4, y0 + 4), cmp.diff_text, pw - 8)
-        if shown.args.overlay_seams:
+            blocks.append(([(cmp.diff_text, white)], []))
+        bottom = y1 + 4
+        for i, (above, below) in enumerate(blocks):
+            px = x0 + i * (cmp.panel_size + GAP) * scale
+            rows = sum(len(wrap_lines(text, pw - 8)) for text, _ in above)
+            yy = max(top, y0 - rows * line - 2)
+            for text, color in above:
+                yy += self._wrapped(dl, (px + 4, yy), text, pw - 8, color)
+            yy = y1 + 4
+            for text, color in below:
+                yy += self._wrapped(dl, (px + 4, yy), text, pw - 8, color)
+            bottom = max(bottom, yy)
+        if args.overlay_seams:
             entries = [(f'near seam/poles of {s}', rgb.astype(int).tolist()) for s, rgb in
                        (('A', colormaps.SEAM_A_RGB), ('B', colormaps.SEAM_B_RGB))]
-            legend(dl, x0 + 6, y1 + 6, entries)
+            legend(dl, x0 + 6, bottom + 4, entries)
 
-    def _overlays(self, dl, shown, x0, y0, x1, y1) -> None:
+    def _overlays(self, dl, shown, x0, y0, x1, y1, top: float = 0.0) -> None:
         args = shown.args
         if shown.comparison is not None and shown.image is not None:
-            self._compare_overlays(dl, shown, x0, y0, x1, y1)
+            self._compare_overlays(dl, shown, x0, y0, x1, y1, top)
             return
         n = max(len(shown.panels), 1)
         if n > 1:
