@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +49,8 @@ class Networks:
     G: Generator
     D: DualDiscriminator
     G_ema: Generator
-    origin: str = 'random initialisation'
+    origin: str = 'random initialisation'     # how the run started (kept in its training states)
+    resumed_from: str = ''                    # the training state this process continues, if any
 
 
 @dataclass
@@ -95,7 +98,7 @@ class Trainer:
         self.G = nets.G.to(dev).train().requires_grad_(False)
         self.D = nets.D.to(dev).train().requires_grad_(False)
         self.G_ema = nets.G_ema.to(dev).eval().requires_grad_(False)
-        self.origin = nets.origin
+        self.origin, self.resumed_from = nets.origin, nets.resumed_from
         self.batch_gpu = cfg.batch // info.world_size
         self.schedule = PhaseSchedule(cfg)
         # float16 parts of G and D (not G_ema: snapshots, grids and metrics render in float32)
@@ -126,7 +129,7 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         p = self.progress
-        return {'format': STATE_FORMAT, 'version': 1, 'config': self.cfg.to_json(),
+        return {'format': STATE_FORMAT, 'version': 1, 'config': self.cfg.to_json(), 'origin': self.origin,
                 'nimg': p.nimg, 'step': p.step, 'sphere_counts': json.dumps(p.sphere_counts),
                 'G': self.G.state_dict(), 'D': self.D.state_dict(), 'G_ema': self.G_ema.state_dict(),
                 'opt_G': self.opt_G.state_dict(), 'opt_D': self.opt_D.state_dict()}
@@ -206,7 +209,7 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
     def snapshot(self) -> None:
         """Network snapshot, resume state and sample grid for the current kimg (rank 0 writes)."""
-        tag = snapshot_tag(self.run_dir, self.progress.nimg) if self.info.is_main else ''
+        tag = snapshot_tag(self.progress.nimg) if self.info.is_main else ''
         if self.info.is_main:
             G_out = copy.deepcopy(self.G_ema).cpu()
             G_out.provenance = f'{self.run_dir.name} at {self.progress.nimg / 1000:.1f} kimg ({self.origin})'
@@ -258,7 +261,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def _request_stop(self, signum, frame) -> None:
+        if self.info.is_main:
+            # At once, unbuffered (os.write is safe inside a signal handler; print is not): the step
+            # and the snapshot can take a minute on a CPU.
+            within = f' (the ranks agree on it within {STOP_CHECK_STEPS} steps)' if self.info.enabled else ''
+            what = 'still stopping' if self._stop else 'stopping'
+            msg = (f'\n{signal.Signals(signum).name}: {what}: finishing the step and writing a snapshot{within}; '
+                   f'then --resume {self.run_dir} continues\n')
+            try:
+                os.write(sys.stderr.fileno(), msg.encode())
+            except (OSError, ValueError, AttributeError):
+                pass
         self._stop = True
+
+    def pace_line(self, first_step_s: float) -> str:
+        """When the first log line and snapshot come, at the pace of this run's first step."""
+        cfg = self.cfg
+        steps = lambda kimg: max(math.ceil(kimg * 1000 / cfg.batch), 1)   # noqa: E731
+        dur = lambda s: f'{s:.0f} s' if s < 90 else f'{s / 60:.0f} min' if s < 5400 else f'{s / 3600:.1f} h'  # noqa: E731
+        return (f'first step: {first_step_s:.1f} s for {cfg.batch} images; at that pace a log line every '
+                f'{cfg.tick_kimg:g} kimg ({steps(cfg.tick_kimg)} steps) comes about every '
+                f'{dur(steps(cfg.tick_kimg) * first_step_s)}, a snapshot every {cfg.snap_kimg:g} kimg '
+                f'({steps(cfg.snap_kimg)} steps) about every {dur(steps(cfg.snap_kimg) * first_step_s)} '
+                f'(--tick, --snap change them)')
 
     def run(self) -> None:
         cfg, p, info = self.cfg, self.progress, self.info
@@ -268,8 +293,11 @@ class Trainer:
         self.log.line(f'phase I near-front data: {len(self.front_data)} items (|yaw| < {cfg.phases.front_yaw_deg} deg); '
                       f'phases: I to {cfg.phase1_end_kimg:g} kimg, II to {cfg.phase2_end_kimg:g}, III to {cfg.kimg:g}; '
                       f'ViCo from {cfg.vico_start_kimg:g} kimg (weight {cfg.phases.vico_weight:g})')
-        self.log.line(f'networks: {self.origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
-                      f'{info.device}; starting at {p.nimg / 1000:g} kimg')
+        origin = (f'resumed from {self.resumed_from}; the run started from {self.origin}' if self.resumed_from
+                  else self.origin)
+        self.log.line(f'networks: {origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
+                      f'{info.device}; starting at {p.nimg / 1000:g} kimg; a log line every {cfg.tick_kimg:g} kimg, '
+                      f'a snapshot every {cfg.snap_kimg:g} kimg')
         if cfg.precision == 'mixed':
             if self.fp16_parts:
                 self.log.line(f'mixed precision: float16 in {", ".join(self.fp16_parts)}')
@@ -291,11 +319,20 @@ class Trainer:
                        dynamic_ncols=True, desc='training')
         tick_start_nimg, tick_start_time = p.nimg, time.time()
         last_snap = p.nimg
+        first_step = True
         try:
             while p.nimg < total:
                 self.step()
                 if bar is not None:
                     bar.update(cfg.batch)
+                if first_step and p.nimg < total:
+                    first_step = False
+                    line = self.pace_line(time.time() - tick_start_time)
+                    if bar is not None and not bar.disable:
+                        bar.write(line)
+                        self.log.text.write(line + '\n')
+                    else:
+                        self.log.line(line)
                 done = p.nimg >= total
                 # With several ranks, agreeing on a stop request is an all-reduce and a host sync:
                 # ask every STOP_CHECK_STEPS steps, not every step (a signal stops within that many).
