@@ -212,7 +212,7 @@ def test_run_through_three_phases_writes_snapshots_grids_and_logs(run_a, config_
     assert tuple(map(int, ticks[-1][2:5])) == (counts['A'], counts['B'], counts['fused'])
     assert 'ViCo from 0.016 kimg' in log and 'phase I near-front data: ' in log
     assert '1 rank(s) x batch 4 on cpu' in log
-    assert 'a log line every 0.004 kimg, a snapshot every 0.012 kimg' in log      # said at the start
+    assert 'a log line after the first step, then every 0.004 kimg, a snapshot every 0.012 kimg' in log  # at start
     assert re.search(r'first step: [0-9.]+ s for 4 images; at that pace a log line every 0.004 kimg \(1 steps\) '
                      r'comes about every [0-9.]+ (s|min), a snapshot every 0.012 kimg \(3 steps\) about every', log), log
     assert 'mixed precision: all float32 on cpu (float16 runs on CUDA only)' in log   # the default; CUDA only
@@ -451,6 +451,11 @@ def test_cpu_run_logs_and_snapshots_often_unless_told_otherwise(data64, config_f
     ok(res)
     file_opts = json.loads(config_file.read_text())
     assert json.loads(res.stdout)['tick_kimg'] == file_opts['tick_kimg'] == 0.004
+    # the first step always logs a line, then says when the next ones come (here not before the end)
+    ok(train('--config', config_file, '--outdir', tmp_path / 'runs', '--kimg', 0.008, '--tick', 1))
+    run = run_dir_of(tmp_path / 'runs')
+    assert [json.loads(ln)['kimg'] for ln in (run / 'stats.jsonl').read_text().splitlines()] == [0.004, 0.008]
+    assert 'at that pace a log line every 1 kimg (250 steps) comes about every' in (run / 'log.txt').read_text()
 
 
 def test_default_workers_follow_the_cores(monkeypatch):

@@ -174,6 +174,7 @@ class NetworkWidget(Widget):
             source = snapshot
         self.compare = os.path.abspath(source) if os.path.exists(source) else source
         self.compare_edit = self.compare
+        self.reveal = True                 # the panel holds the compare controls (difference, stop)
 
     def stop_comparing(self) -> None:
         self.compare, self.compare_current, self.compare_note = '', None, ''
@@ -315,7 +316,7 @@ class NetworkWidget(Widget):
         imgui.same_line()
         if imgui.button('compare') or entered:
             self.set_compare(self.compare_edit)
-        imgui.text_disabled('a second network, rendered beside this one with the same seed, camera and view')
+        imgui.text_disabled('a second network, beside this one, in lockstep')
         imgui.set_next_item_width(-1)
         if imgui.begin_combo('##compare_recent', 'recent and built-in networks'):
             for c in choices:

@@ -275,7 +275,8 @@ class Trainer:
         self._stop = True
 
     def pace_line(self, first_step_s: float) -> str:
-        """When the first log line and snapshot come, at the pace of this run's first step."""
+        """When the next log lines and the snapshots come, at the pace of this run's first step (which
+        includes starting the data workers, so the estimate errs long)."""
         cfg = self.cfg
         steps = lambda kimg: max(math.ceil(kimg * 1000 / cfg.batch), 1)   # noqa: E731
         dur = lambda s: f'{s:.0f} s' if s < 90 else f'{s / 60:.0f} min' if s < 5400 else f'{s / 3600:.1f} h'  # noqa: E731
@@ -296,8 +297,8 @@ class Trainer:
         origin = (f'resumed from {self.resumed_from}; the run started from {self.origin}' if self.resumed_from
                   else self.origin)
         self.log.line(f'networks: {origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
-                      f'{info.device}; starting at {p.nimg / 1000:g} kimg; a log line every {cfg.tick_kimg:g} kimg, '
-                      f'a snapshot every {cfg.snap_kimg:g} kimg')
+                      f'{info.device}; starting at {p.nimg / 1000:g} kimg; a log line after the first step, then '
+                      f'every {cfg.tick_kimg:g} kimg, a snapshot every {cfg.snap_kimg:g} kimg')
         if cfg.precision == 'mixed':
             if self.fp16_parts:
                 self.log.line(f'mixed precision: float16 in {", ".join(self.fp16_parts)}')
@@ -319,26 +320,18 @@ class Trainer:
                        dynamic_ncols=True, desc='training')
         tick_start_nimg, tick_start_time = p.nimg, time.time()
         last_snap = p.nimg
-        first_step = True
+        first_step = True      # this process's first step gets a log line at once (on a CPU a tick takes minutes)
         try:
             while p.nimg < total:
                 self.step()
                 if bar is not None:
                     bar.update(cfg.batch)
-                if first_step and p.nimg < total:
-                    first_step = False
-                    line = self.pace_line(time.time() - tick_start_time)
-                    if bar is not None and not bar.disable:
-                        bar.write(line)
-                        self.log.text.write(line + '\n')
-                    else:
-                        self.log.line(line)
                 done = p.nimg >= total
                 # With several ranks, agreeing on a stop request is an all-reduce and a host sync:
                 # ask every STOP_CHECK_STEPS steps, not every step (a signal stops within that many).
                 stop = (dist_utils.any_rank(self._stop, info)
                         if not info.enabled or p.step % STOP_CHECK_STEPS == 0 else False)
-                if done or stop or p.nimg >= tick_start_nimg + cfg.tick_kimg * 1000:
+                if done or stop or first_step or p.nimg >= tick_start_nimg + cfg.tick_kimg * 1000:
                     now = time.time()
                     values = self.stats.reduce(info, LOG_KEYS)
                     sec_per_kimg = (now - tick_start_time) / max(p.nimg - tick_start_nimg, 1) * 1000
@@ -356,7 +349,15 @@ class Trainer:
                     else:
                         self.log.line(line)
                     self.log.record(p.nimg / 1000, values)
+                    if first_step and not (done or stop):     # when the next lines and the snapshots come
+                        line = self.pace_line(now - tick_start_time)
+                        if bar is not None and not bar.disable:
+                            bar.write(line)
+                            self.log.text.write(line + '\n')
+                        else:
+                            self.log.line(line)
                     tick_start_nimg, tick_start_time = p.nimg, time.time()
+                first_step = False
                 if done or stop or p.nimg >= last_snap + cfg.snap_kimg * 1000:
                     self.snapshot()
                     last_snap = p.nimg
