@@ -252,6 +252,22 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(run_a, config_file, 
            'random initialisation;' in log
 
 
+def test_resume_from_a_state_written_before_origins_were_kept(run_a, config_file, tmp_path):
+    """A state without 'origin' (written before 2026-12-03) resumes and says what it resumed from only."""
+    old = tmp_path / 'old'
+    old.mkdir()
+    state = load_state(run_a / 'training-state-000000.024.pt')
+    assert state.pop('origin') == 'random initialisation'
+    torch.save(state, old / 'training-state-000000.024.pt')
+    res = train('--config', config_file, '--outdir', tmp_path / 'runs', '--kimg', 0.028,
+                '--resume', old / 'training-state-000000.024.pt')
+    ok(res)
+    assert f'networks: resumed from {old / "training-state-000000.024.pt"} (0.024 kimg); 1 rank(s)' in res.output
+    run = run_dir_of(tmp_path / 'runs')
+    assert sh.load_generator(run / 'network-snapshot-000000.028.safetensors').provenance.endswith(
+        f'{run.name} at 0.0 kimg')
+
+
 def test_resume_from_a_network_file_fine_tunes_it(run_a, config_file, tmp_path):
     """--resume a .safetensors: a new run from 0 kimg whose G and G_ema start as the file's
     generator (D fresh), with the EMA ramp-up and the D-input blur off, as on resume."""

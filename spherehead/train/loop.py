@@ -49,7 +49,7 @@ class Networks:
     G: Generator
     D: DualDiscriminator
     G_ema: Generator
-    origin: str = 'random initialisation'     # how the run started (kept in its training states)
+    origin: str = 'random initialisation'     # how the run started (kept in its training states; '' = not recorded)
     resumed_from: str = ''                    # the training state this process continues, if any
 
 
@@ -212,7 +212,8 @@ class Trainer:
         tag = snapshot_tag(self.progress.nimg) if self.info.is_main else ''
         if self.info.is_main:
             G_out = copy.deepcopy(self.G_ema).cpu()
-            G_out.provenance = f'{self.run_dir.name} at {self.progress.nimg / 1000:.1f} kimg ({self.origin})'
+            G_out.provenance = (f'{self.run_dir.name} at {self.progress.nimg / 1000:.1f} kimg'
+                                + (f' ({self.origin})' if self.origin else ''))
             save_generator(G_out, self.run_dir / snapshot_name(tag))
             atomic_torch_save(self.state_dict(), self.run_dir / state_name(tag))
             prune_states(self.run_dir, self.cfg.keep_states)
@@ -294,8 +295,9 @@ class Trainer:
         self.log.line(f'phase I near-front data: {len(self.front_data)} items (|yaw| < {cfg.phases.front_yaw_deg} deg); '
                       f'phases: I to {cfg.phase1_end_kimg:g} kimg, II to {cfg.phase2_end_kimg:g}, III to {cfg.kimg:g}; '
                       f'ViCo from {cfg.vico_start_kimg:g} kimg (weight {cfg.phases.vico_weight:g})')
-        origin = (f'resumed from {self.resumed_from}; the run started from {self.origin}' if self.resumed_from
-                  else self.origin)
+        origin = self.origin
+        if self.resumed_from:
+            origin = f'resumed from {self.resumed_from}' + (f'; the run started from {origin}' if origin else '')
         self.log.line(f'networks: {origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
                       f'{info.device}; starting at {p.nimg / 1000:g} kimg; a log line after the first step, then '
                       f'every {cfg.tick_kimg:g} kimg, a snapshot every {cfg.snap_kimg:g} kimg')

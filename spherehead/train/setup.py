@@ -161,8 +161,7 @@ def networks_for(cfg: TrainingConfig) -> tuple[TrainingConfig, Networks, dict | 
     if kind == 'state':
         state = read_training_state(path, cfg)
         nets = build_networks(cfg, cfg.seed)
-        # Where the run began is kept in its states (states written before that say so).
-        nets.origin = str(state.get('origin', 'an origin this older state does not record'))
+        nets.origin = str(state.get('origin', ''))     # how the run began (states before 2026-12-03: not kept)
         nets.resumed_from = f'{path} ({int(state["nimg"]) / 1000:g} kimg)'
         return cfg, nets, state
     finetune = dataclasses.replace(cfg, ema_rampup=None, loss=dataclasses.replace(cfg.loss, blur_init_sigma=0.0))
