@@ -20,6 +20,7 @@ file or the new one, never half of one; the newest complete state is the one to 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
