@@ -4,6 +4,7 @@
                                                     #          or a training run folder (follows its snapshots)
     python visualizer.py random:tiny --yaw 180 --render depth --snapshot out/back_depth.png
     python visualizer.py random:tiny --benchmark 15
+    python visualizer.py demo --compare demo-triplane --difference   # two networks side by side, in lockstep
 
 Installed, the same program is `spherehead view [NETWORK] ...`. Needs a display (X11 / Wayland,
 or Xvfb via `xvfb-run -a`); see docs/visualizer.md. The command line lives in viz/cli.py.

@@ -155,10 +155,12 @@ def numbered_files(run_dir: str | os.PathLike, prefix: str = SNAPSHOT_PREFIX,
                    suffix: str = SNAPSHOT_SUFFIX) -> list[tuple[float, Path]]:
     """[(kimg, path)] of the files ``<prefix><kimg><suffix>`` in a training run folder, oldest first.
 
-    kimg is whole digits, or digits with decimals for snapshots less than 1 kimg apart
-    ('000000.064'). Only complete names count: the ``*.tmp`` files of a snapshot being written
-    are ignored (snapshots are written to a temporary file and renamed). Raises UserError when
-    ``run_dir`` is not a folder.
+    kimg is the exact kimg with three decimals ('000000.224', '000200.000': train.py's rule), or,
+    in runs written before that rule, whole digits ('000200', the kimg rounded down) with decimals
+    only for a second snapshot within one kimg ('000000.064'); the list is ordered by that number.
+    Only complete names count: the ``*.tmp`` files of a snapshot being written are ignored
+    (snapshots are written to a temporary file and renamed). Raises UserError when ``run_dir``
+    is not a folder.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -82,6 +82,8 @@ CASES = [
     (['generate', *TINY, '--pitch', 'nan'], 2, ['--pitch']),
     (['generate', *TINY, '--pitch', 'up'], 2, ["'up'"]),
     (['generate', *TINY, '--trunc', 'inf'], 2, ['--trunc']),
+    (['generate', *TINY, '--trunc', '-3'], 2, ['--trunc', 'truncation psi -3 is out of range', '0..2']),
+    (['generate', *TINY, '--trunc', '2.5'], 2, ['2.5', '0..2']),
     (['generate', *TINY, '--sphere', 'C'], 2, ["'C'"]),
     (['generate', *TINY, '--output', 'normals'], 2, ["'normals'"]),
     (['generate', *TINY, '--bogus'], 2, ['--bogus']),
@@ -110,6 +112,10 @@ CASES = [
     (['dataset', 'synth', '--out', '{out}/d.zip', '--front-bias', '2'], 2, ['--front-bias']),
     (['dataset', 'synth'], 2, ['--out']),
     (['dataset', 'synth', '--out', '{file}/d.zip'], 2, ['a_file', 'is a file']),
+    (['dataset', 'synth', '--out', '{file}', '--count', '1'], 1, ['a_file', 'already exists', '--overwrite']),
+    (['dataset', 'synth', '--out', '{out}/s.tar', '--count', '1'], 2, ['s.tar', '.tar archives', 's.zip']),
+    (['dataset', 'synth', '--out', '{out}/s.tar.gz', '--count', '1'], 2, ['.tar.gz archives', '/s.zip', '/s ']),
+    (['dataset', 'pack', '{folder}', '--out', '{out}/p.7z', '--resolution', '8'], 2, ['p.7z', '.7z archives']),
     (['dataset', 'pack', '{folder}', '--out', '{file}/p', '--resolution', '8'], 2, ['a_file', 'is a file']),
     (['dataset', 'sheet', '--out', '{out}/sheet'], 2, ['sheet', '.png']),
     (['dataset', 'sheet', '--out', '{folder}'], 2, ['a_folder', 'is a folder']),
@@ -140,6 +146,7 @@ CASES = [
     (['video', *TINY, '--seeds', '3-0', '--out', '{out}/v.mp4'], 2, ['3-0']),
     (['video', *TINY, '--out', '{out}/v.avi'], 2, ['v.avi']),
     (['video', *TINY, '--frames', '0', '--out', '{out}/v.mp4'], 2, ['--frames']),
+    (['video', *TINY, '--trunc', '-3', '--out', '{out}/v.mp4'], 2, ['--trunc', '-3']),
     (['video', *TINY, '--device', 'gpu', '--out', '{out}/v.mp4'], 2, ["'gpu'"]),
     (['interpolate', *TINY, '--seeds', '2', '--out', '{out}/i.mp4'], 2, ['--seeds']),
     (['interpolate', *TINY, '--seeds', '2,x', '--out', '{out}/i.mp4'], 2, ["'x'"]),
@@ -353,6 +360,15 @@ def test_bench_fir_on_cpu_times_the_reference(monkeypatch):
     row = next(ln for ln in lines if ln.startswith('reference'))
     assert float(row.split()[1]) > 0 and float(row.split()[4]) > 0
     assert any(ln.startswith('forward GB/s (bytes read + written): reference ') for ln in lines)
+    # `bench --what` lists fir and runs it: every case
+    for name, (shape, up, down, pad) in list(bench_paths.FIR_CASES.items()):
+        monkeypatch.setitem(bench_paths.FIR_CASES, name, ((1, 2, 8, 8), up, down, pad))
+    res = CliRunner().invoke(main, ['bench', '--help'])
+    assert re.search(r'--what \[[^]]*\|fir[]|]', res.stdout), res.stdout
+    res = CliRunner().invoke(main, ['bench', '--what', 'fir', '--device', 'cpu', '--repeat', '1'])
+    assert res.exit_code == 0, res.output
+    assert [ln.split(':')[0] for ln in res.stdout.splitlines() if ln.startswith('-- ')] == \
+        ['-- filter', '-- down2', '-- up2']
 
 
 def test_bench_orbit_precision_is_printed_and_checked():

@@ -163,10 +163,10 @@ def test_run_through_three_phases_writes_snapshots_grids_and_logs(run_a, config_
     expected = TrainingConfig.from_json(config_file.read_text())
     assert saved.to_dict() == dataclass_dict(expected, outdir=str(run_a.parent))
 
-    # Network snapshots and resume states at 12 and 24 images (names with decimals below 1 kimg).
-    assert {'network-snapshot-000000.safetensors', 'network-snapshot-000000.024.safetensors',
-            'training-state-000000.pt', 'training-state-000000.024.pt'} <= files
-    first, last = load_state(run_a / 'training-state-000000.pt'), load_state(run_a / 'training-state-000000.024.pt')
+    # Network snapshots and resume states at 12 and 24 images, named by the exact kimg.
+    assert {'network-snapshot-000000.012.safetensors', 'network-snapshot-000000.024.safetensors',
+            'training-state-000000.012.pt', 'training-state-000000.024.pt'} <= files
+    first, last = load_state(run_a / 'training-state-000000.012.pt'), load_state(run_a / 'training-state-000000.024.pt')
     assert (first['nimg'], first['step']) == (12, 3) and (last['nimg'], last['step']) == (24, 6)
     counts = json.loads(last['sphere_counts'])
     assert sum(counts.values()) == STEPS and set(counts) == {'A', 'B', 'fused'}
@@ -178,7 +178,7 @@ def test_run_through_three_phases_writes_snapshots_grids_and_logs(run_a, config_
     assert any(not torch.equal(last['G_ema'][k], first['G_ema'][k]) for k in last['G_ema'])
 
     # Sample grids: one seed row, A / B / fused at three yaws, not blank.
-    for name in ('fakes-init.png', 'fakes-000000.png', 'fakes-000000.024.png'):
+    for name in ('fakes-init.png', 'fakes-000000.012.png', 'fakes-000000.024.png'):
         img = np.asarray(Image.open(run_a / name))
         assert img.shape == (32, GRID_W, 3), (name, img.shape)
         assert img.std() > 1, name
@@ -212,6 +212,9 @@ def test_run_through_three_phases_writes_snapshots_grids_and_logs(run_a, config_
     assert tuple(map(int, ticks[-1][2:5])) == (counts['A'], counts['B'], counts['fused'])
     assert 'ViCo from 0.016 kimg' in log and 'phase I near-front data: ' in log
     assert '1 rank(s) x batch 4 on cpu' in log
+    assert 'a log line after the first step, then every 0.004 kimg, a snapshot every 0.012 kimg' in log  # at start
+    assert re.search(r'first step: [0-9.]+ s for 4 images; at that pace a log line every 0.004 kimg \(1 steps\) '
+                     r'comes about every [0-9.]+ (s|min), a snapshot every 0.012 kimg \(3 steps\) about every', log), log
     assert 'mixed precision: all float32 on cpu (float16 runs on CUDA only)' in log   # the default; CUDA only
     assert log.count('snapshot: ') == 2
 
@@ -229,7 +232,9 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(run_a, config_file, 
     ok(res)
     assert 'starting at 0.004 kimg' in res.output
     mid = load_state(newest_state(run))
-    assert_same_state(mid, load_state(run_a / 'training-state-000000.pt'))
+    assert_same_state(mid, load_state(run_a / 'training-state-000000.012.pt'))
+    # the resumed run says what it resumed from, and where the run began
+    assert f'networks: resumed from {state1} (0.004 kimg); the run started from random initialisation;' in res.output
     res = train('--config', config_file, '--outdir', tmp_path, '--resume', run)
     ok(res)
     assert 'starting at 0.012 kimg' in res.output
@@ -242,7 +247,25 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(run_a, config_file, 
     b = sh.load_generator(run / 'network-snapshot-000000.024.safetensors').state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     log = (run / 'log.txt').read_text()
-    assert log.count('networks: random initialisation') == 3 and 'starting at 0.012 kimg' in log
+    assert log.count('networks: random initialisation;') == 1 and 'starting at 0.012 kimg' in log
+    assert f'networks: resumed from {run / "training-state-000000.012.pt"} (0.012 kimg); the run started from ' \
+           'random initialisation;' in log
+
+
+def test_resume_from_a_state_written_before_origins_were_kept(run_a, config_file, tmp_path):
+    """A state without 'origin' (written before 2026-12-03) resumes and says what it resumed from only."""
+    old = tmp_path / 'old'
+    old.mkdir()
+    state = load_state(run_a / 'training-state-000000.024.pt')
+    assert state.pop('origin') == 'random initialisation'
+    torch.save(state, old / 'training-state-000000.024.pt')
+    res = train('--config', config_file, '--outdir', tmp_path / 'runs', '--kimg', 0.028,
+                '--resume', old / 'training-state-000000.024.pt')
+    ok(res)
+    assert f'networks: resumed from {old / "training-state-000000.024.pt"} (0.024 kimg); 1 rank(s)' in res.output
+    run = run_dir_of(tmp_path / 'runs')
+    assert sh.load_generator(run / 'network-snapshot-000000.028.safetensors').provenance.endswith(
+        f'{run.name} at 0.0 kimg')
 
 
 def test_resume_from_a_network_file_fine_tunes_it(run_a, config_file, tmp_path):
@@ -325,9 +348,9 @@ def test_sigkill_while_writing_a_snapshot_keeps_the_previous_one(torn, run_a, co
     assert 'training-state-000000.008.pt' not in names, names
 
     # The previous snapshot and state are whole; the newest state is the previous one.
-    G = sh.load_generator(run / 'network-snapshot-000000.safetensors')
+    G = sh.load_generator(run / 'network-snapshot-000000.004.safetensors')
     assert G.config == micro_generator()
-    assert newest_state(run) == run / 'training-state-000000.pt'
+    assert newest_state(run) == run / 'training-state-000000.004.pt'
     prev = load_state(newest_state(run))
     assert prev['nimg'] == 4
     if torn == 'state':
@@ -341,31 +364,38 @@ def test_sigkill_while_writing_a_snapshot_keeps_the_previous_one(torn, run_a, co
     ok(res)
     assert 'starting at 0.004 kimg' in res.output
     final = load_state(newest_state(run))
-    assert_same_state(final, load_state(run_a / 'training-state-000000.pt'))
+    assert_same_state(final, load_state(run_a / 'training-state-000000.012.pt'))
     assert not [f for f in os.listdir(run) if f.endswith('.tmp') and f != torn_file]
     sh.load_generator(run / 'network-snapshot-000000.012.safetensors')
 
 
 @pytest.mark.slow
-def test_sigterm_stops_at_a_step_boundary_with_the_state_saved(config_file, tmp_path):
-    """SIGTERM (or Ctrl-C) mid-run: the step in progress finishes, a snapshot and state are
-    written, exit status 0, and --resume continues from there."""
+def test_ctrl_c_says_at_once_that_it_stops_then_stops_at_a_step_boundary(config_file, tmp_path):
+    """Ctrl-C (SIGINT; SIGTERM takes the same path) mid-run: it says at once that it is stopping, before
+    the step in progress finishes and the snapshot is written; then exit status 0 and --resume
+    continues from there."""
     p = subprocess.Popen([sys.executable, str(ROOT / 'train.py'), '--config', str(config_file), '--outdir', str(tmp_path),
-                          '--kimg', '1'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          '--kimg', '1'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env=SUBPROCESS_ENV, cwd=ROOT)
     try:
+        seen = []
         for line in p.stdout:                       # the first tick line: the loop (and its handler) is running
+            seen.append(line)
             if line.startswith('kimg '):
                 break
-        p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=120)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert p.returncode == 0, (p.returncode, out, err)
-    assert 'Traceback' not in err
+    out = ''.join(seen) + out
+    assert p.returncode == 0, (p.returncode, out)
+    assert 'Traceback' not in out
     run = run_dir_of(tmp_path)
+    stopping = out.index('SIGINT: stopping: finishing the step and writing a snapshot; ')
+    assert f'then --resume {run} continues' in out[stopping:]
+    assert stopping < out.rindex('snapshot: network-snapshot-'), 'said only after the snapshot was written'
     state = load_state(newest_state(run))
     assert 0 < state['nimg'] < 1000 and state['nimg'] == 4 * state['step']
     log = (run / 'log.txt').read_text()
@@ -374,6 +404,82 @@ def test_sigterm_stops_at_a_step_boundary_with_the_state_saved(config_file, tmp_
     ok(res)
     assert f'starting at {state["nimg"] / 1000:g} kimg' in res.output
     assert load_state(newest_state(run))['nimg'] == state['nimg'] + 4
+
+
+# ---------------------------------------------------------------------- snapshot names
+def test_snapshot_names_sort_name_the_true_kimg_and_never_collide(tmp_path):
+    from spherehead.train.snapshot import snapshot_name, snapshot_tag
+    assert snapshot_tag(224) == '000000.224' and snapshot_tag(504) == '000000.504'
+    assert snapshot_tag(200_000) == '000200.000' and snapshot_tag(1_234_567) == '001234.567'
+    counts = [0, 8, 224, 504, 1000, 1001, 12_000, 199_999, 200_000, 25_000_000]
+    names = [snapshot_name(snapshot_tag(n)) for n in counts]
+    assert sorted(names) == names and len(set(names)) == len(names)          # sorted as text = by kimg
+    for n, name in zip(counts, names):
+        (tmp_path / name).write_bytes(b'')
+    assert [round(k * 1000) for k, _ in numbered_files(tmp_path)] == counts   # the name says the exact count
+    # runs written before the rule ('000000' for 0.224 kimg, decimals only for a second one) still read in order
+    old = tmp_path / 'old'
+    old.mkdir()
+    for name in ('network-snapshot-000000.safetensors', 'network-snapshot-000000.504.safetensors',
+                 'network-snapshot-000002.safetensors', 'network-snapshot-000002.400.safetensors'):
+        (old / name).write_bytes(b'')
+    assert [k for k, _ in numbered_files(old)] == [0.0, 0.504, 2.0, 2.4]
+
+
+def test_resume_from_an_older_state_branches_into_a_new_folder(run_a, config_file, tmp_path):
+    """Resuming run A from its state at 12 images would rewrite its snapshot at 24 images: the run
+    goes to a new folder instead, and run A's files stay as they were."""
+    later = run_a / 'network-snapshot-000000.024.safetensors'
+    before = later.read_bytes()
+    res = train('--config', config_file, '--outdir', tmp_path, '--resume', run_a / 'training-state-000000.012.pt',
+                '--kimg', 0.016)
+    ok(res)
+    branch = run_dir_of(tmp_path)
+    assert branch.parent == tmp_path and later.read_bytes() == before
+    assert (branch / 'network-snapshot-000000.016.safetensors').is_file()
+    assert not (run_a / 'network-snapshot-000000.016.safetensors').exists()
+
+
+# ---------------------------------------------------------------------- defaults on the CPU
+@pytest.fixture(scope='module')
+def data64(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('data64') / 'heads64.zip'
+    synth_dataset(SynthOptions(out=str(path), count=4, resolution=64, seed=0, front_bias=0.5, workers=1),
+                  progress=False)
+    return path
+
+
+def test_cpu_run_logs_and_snapshots_often_unless_told_otherwise(data64, config_file, tmp_path):
+    """On the CPU --tick and --snap default to 0.1 and 1 kimg (not 4 and 200); options and --config
+    files keep theirs; --workers defaults to the cores this process may use (at most 3)."""
+    from spherehead.train.config import default_workers
+    base = ['--data', data64, '--cfg', 'tiny', '--outdir', tmp_path, '--device', 'cpu', '--batch', '4', '--dry-run']
+    res = train(*base)
+    ok(res)
+    opts = json.loads(res.stdout)
+    assert (opts['tick_kimg'], opts['snap_kimg']) == (0.1, 1.0)
+    assert opts['workers'] == default_workers() == min(3, len(os.sched_getaffinity(0)))
+    res = train(*base, '--tick', 2, '--snap', 50, '--workers', 1)
+    ok(res)
+    opts = json.loads(res.stdout)
+    assert (opts['tick_kimg'], opts['snap_kimg'], opts['workers']) == (2.0, 50.0, 1)
+    res = train('--config', config_file, '--outdir', tmp_path, '--dry-run')
+    ok(res)
+    file_opts = json.loads(config_file.read_text())
+    assert json.loads(res.stdout)['tick_kimg'] == file_opts['tick_kimg'] == 0.004
+    # the first step always logs a line, then says when the next ones come (here not before the end)
+    ok(train('--config', config_file, '--outdir', tmp_path / 'runs', '--kimg', 0.008, '--tick', 1))
+    run = run_dir_of(tmp_path / 'runs')
+    assert [json.loads(ln)['kimg'] for ln in (run / 'stats.jsonl').read_text().splitlines()] == [0.004, 0.008]
+    assert 'at that pace a log line every 1 kimg (250 steps) comes about every' in (run / 'log.txt').read_text()
+
+
+def test_default_workers_follow_the_cores(monkeypatch):
+    from spherehead.train import config as train_config
+    for cores, expected in ((1, 1), (2, 2), (3, 3), (64, 3)):
+        monkeypatch.setattr(os, 'sched_getaffinity', lambda pid, n=cores: set(range(n)))
+        assert train_config.default_workers() == expected
+        assert TrainingConfig().workers == expected
 
 
 # ---------------------------------------------------------------------- 4. ViCo
@@ -478,7 +584,7 @@ def bad(data, run_a, tmp_path_factory) -> dict[str, str]:
     folder = d / 'heads'
     with zipfile.ZipFile(data) as z:
         z.extractall(folder)
-    f = {'data': str(data), 'run_a': str(run_a), 'state_a': str(run_a / 'training-state-000000.pt')}
+    f = {'data': str(data), 'run_a': str(run_a), 'state_a': str(run_a / 'training-state-000000.012.pt')}
     f['no_labels'] = str(d / 'no_labels')
     shutil.copytree(folder, f['no_labels'])
     os.remove(Path(f['no_labels']) / 'dataset.json')
@@ -503,11 +609,12 @@ def bad(data, run_a, tmp_path_factory) -> dict[str, str]:
     Path(f['unclamped']).write_text(json.dumps({**opts, 'precision': 'mixed',
                                                 'discriminator': {**opts['discriminator'], 'conv_clamp': None}}))
     f['torn_state'] = str(d / 'training-state-000001.pt')
-    raw = (run_a / 'training-state-000000.pt').read_bytes()
+    raw = (run_a / 'training-state-000000.012.pt').read_bytes()
     Path(f['torn_state']).write_bytes(raw[:len(raw) // 2])
     f['empty_run'] = str(d / 'empty_run')
     os.mkdir(f['empty_run'])
     f['missing'] = str(d / 'missing.zip')
+    f['demo'] = str(Path(sh.__file__).parent / 'assets' / 'demo.safetensors')
     f['out'] = str(d / 'out')
     return f
 
@@ -523,6 +630,12 @@ REFUSALS = [
     (['--cfg', 'tiny', '--data', '{data}', '--outdir', '{out}', '--device', 'cpu', '--batch', '4'], 1,
      ['32x32', '64x64', '--cfg tiny']),
     ([*MICRO, '--batch', '6'], 1, ['--batch 6', 'minibatch-std group 4']),
+    # a shipped 128 px network with another preset's discriminator, or with data of another size
+    (['--cfg', 'tiny', '--data', '{data}', '--outdir', '{out}', '--device', 'cpu', '--batch', '4', '--resume', '{demo}'],
+     1, ['--resume', 'demo.safetensors generates 128 px images', '--cfg tiny', 'for 64 px',
+         'pass --cfg demo (the preset of that network)', '--data at 128 px']),
+    (['--cfg', 'demo', '--data', '{data}', '--outdir', '{out}', '--device', 'cpu', '--batch', '4', '--resume', '{demo}'],
+     1, ['images are 32x32', 'the network of --resume', 'demo.safetensors generates 128x128', '--resolution 128']),
     (['--cfg', 'tiny', '--data', '{data}', '--outdir', '{out}', '--device', 'cpu', '--batch', '4',
       '--resume', '{state_a}'], 1, ['another generator config', 'img_resolution', '--config']),
     ([*MICRO, '--resume', '{torn_state}'], 1, ['not a readable training state']),
@@ -645,7 +758,7 @@ def test_two_process_gloo_run_under_torchrun(config_file, tmp_path):
     assert log.count('snapshot: ') == 1
     state = load_state(newest_state(run))
     assert state['nimg'] == 12 and state['step'] == 3
-    sh.load_generator(run / 'network-snapshot-000000.safetensors')
+    sh.load_generator(run / 'network-snapshot-000000.012.safetensors')
     records = [json.loads(line) for line in (run / 'stats.jsonl').read_text().splitlines()]
     assert len(records) == 3 and all(math.isfinite(r['G/loss']) and math.isfinite(r['D/loss']) for r in records)
     # Each tick checks the ranks' weights against each other and says so in the log.

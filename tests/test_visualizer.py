@@ -334,6 +334,8 @@ BAD_ARGUMENTS = [
     (['--render', 'normals'], '--render'), (['--benchmark', '0'], 'out of range'),
     (['{tmp}/missing.safetensors'], 'no such file'), (['{tmp}/notes.txt'], 'unknown network file type'),
     (['random:huge'], 'unknown preset'), (['--snapshot', 'a.png', '--benchmark', '3'], 'exclude each other'),
+    (['--difference'], '--difference needs --compare'), (['--compare', '{tmp}/missing.safetensors'], 'no such file'),
+    (['--compare', '{tmp}/notes.txt'], 'unknown network file type'),
 ]
 
 
@@ -351,6 +353,9 @@ def test_failures_one_line_exit_1(tmp_path):
     run.mkdir()
     r = _cli([str(run), '--snapshot', str(tmp_path / 'x.png')])     # a run without snapshots yet
     assert r.exit_code == 1 and 'no network-snapshot' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli(['random:tiny', '--compare', str(run), '--snapshot', str(tmp_path / 'x.png')])
+    assert r.exit_code == 1 and '--compare' in r.stderr and 'no network-snapshot' in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     if sys.platform.startswith('linux'):
         r = _cli(['random:tiny', '--snapshot', str(tmp_path / 'x.png')], DISPLAY=None, WAYLAND_DISPLAY=None)
         lines = r.stderr.strip().splitlines()
@@ -375,3 +380,146 @@ def test_version_and_spherehead_view_installed_without_gui_imports_at_help(tmp_p
     assert re.search(r'^\s+view\s+The live visualizer', p.stdout, re.M), p.stdout
     assert 'GUI modules: []' in p.stdout
     assert p.stdout.strip().endswith('SphereHead visualizer 0.1.0')
+
+
+# ---------------------------------------------------------------------- compare mode
+def _micro_network(path: Path, **changes) -> str:
+    """A tiny generator saved to ``path`` (32 px output unless changed), e.g. another z_dim or representation."""
+    import torch
+
+    import spherehead as sh
+    from spherehead.config import preset
+    from spherehead.networks.generator import Generator
+    cfg = preset('tiny', **{'img_resolution': 32, 'triplane_size': 16,
+                            'rendering': dict(neural_rendering_resolution=16, depth_resolution=6,
+                                              depth_resolution_importance=6), **changes})
+    torch.manual_seed(3)
+    sh.save_generator(Generator(cfg), path)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def pair():
+    from viz.compare import PairRenderer
+    return PairRenderer('cpu')
+
+
+def _halves(image: np.ndarray, n: int = 2) -> list[np.ndarray]:
+    from viz.compare import GAP
+    s = image.shape[0]
+    assert image.shape[1] == n * s + (n - 1) * GAP
+    return [image[:, i * (s + GAP): i * (s + GAP) + s] for i in range(n)]
+
+
+def test_compare_renders_both_networks_in_lockstep(pair, renderer):
+    """Each half is exactly what its network renders alone in the same state (seed, camera,
+    sphere, render type, overlay); the pair's result keeps the requested args."""
+    for state in (dict(yaw=30.0, pitch=20.0, sphere='A'), dict(yaw=-120.0, render_type='depth', overlay_seams=True)):
+        args = RenderArgs(network='random:tiny', compare='random:tiny@1', seed=4, **state)
+        r = pair.render(args)
+        assert r.error is None and r.args == args and r.panels == ['random:tiny', 'random:tiny@1']
+        left, right = _halves(r.image)
+        alone_left = renderer.render(args.replace(compare=''))
+        alone_right = renderer.render(args.replace(network='random:tiny@1', compare=''))
+        assert np.array_equal(left, alone_left.image) and np.array_equal(right, alone_right.image)
+        assert np.abs(left.astype(int) - right.astype(int)).mean() > 2, 'two networks, two different images'
+        cmp = r.comparison
+        assert cmp.left.seconds > 0 and cmp.right.seconds > 0 and r.timings['left'] == cmp.left.seconds
+        assert 'ms (' in cmp.left.label() and '/s)' in cmp.right.label()
+    assert set(cmp.left.seam_fraction) == set(cmp.right.seam_fraction) == {'A', 'B'}   # overlay on each side
+    assert not cmp.latents_differ and 'same z' in cmp.latents
+    # side_by_side (A | B | fused) is one panel per side while comparing; the args still say what was asked
+    r = pair.render(RenderArgs(network='random:tiny', compare='random:tiny@1', side_by_side=True))
+    assert len(_halves(r.image)) == 2 and r.args.side_by_side
+
+
+def test_compare_difference_panel(pair):
+    same = pair.render(RenderArgs(network='random:tiny', compare='random:tiny', compare_diff=True, yaw=20.0))
+    left, right, diff = _halves(same.image, 3)
+    assert np.array_equal(left, right) and diff.max() == 0 and same.comparison.diff_mean == 0.0
+    other = pair.render(RenderArgs(network='random:tiny', compare='random:tiny@1', compare_diff=True, yaw=20.0))
+    diff = _halves(other.image, 3)[2]
+    assert other.panels[2] == 'difference' and diff.mean() > 20 and other.comparison.diff_mean > 0.05
+    assert other.comparison.diff_text.startswith('difference: mean ')
+    for kind in ('depth', 'parsing', 'weight'):           # the kinds with their own rule (NaN, classes)
+        r = pair.render(RenderArgs(network='random:tiny', compare='random:tiny@1', compare_diff=True,
+                                   render_type=kind, pitch=10.0))
+        assert r.error is None and r.comparison.diff_mean is not None, (kind, r.comparison.diff_text)
+
+
+def test_difference_of_values():
+    from viz import colormaps
+    from viz.compare import difference
+    a = np.zeros((2, 2, 3), np.float32)
+    b = np.full((2, 2, 3), 0.5, np.float32)
+    rgb, mean, text = difference('image', a, b)
+    assert mean == pytest.approx(0.5) and rgb.shape == (2, 2, 3) and 'RGB' in text
+    d1 = np.array([[[2.5], [np.nan]], [[2.6], [np.nan]]], np.float32)        # NaN: no surface
+    d2 = np.array([[[2.6], [2.7]], [[2.6], [np.nan]]], np.float32)
+    rgb, mean, text = difference('depth', d1, d2)
+    assert mean == pytest.approx(0.05, abs=1e-6)                 # over the two pixels with surface on both sides
+    assert tuple(rgb[0, 1]) == tuple(colormaps.ONE_SIDED_RGB.astype(int)) and tuple(rgb[1, 1]) == (0, 0, 0)
+    assert 'world units' in text
+    p1 = np.array([[[1], [2]], [[3], [4]]], np.float32)
+    rgb, mean, text = difference('parsing', p1, np.array([[[1], [2]], [[0], [4]]], np.float32))
+    assert mean == 0.25 and 'classes differ on 25.0% of pixels' in text
+
+
+def test_compare_different_z_dim_sizes_and_representations(pair, tmp_path):
+    small = _micro_network(tmp_path / 'z16.safetensors', z_dim=16, w_dim=16)      # 32 px, z_dim 16
+    r = pair.render(RenderArgs(network='random:tiny', compare=small, seed=2, compare_diff=True))
+    cmp = r.comparison
+    assert r.error is None and cmp.panel_size == 64 and r.image.shape == (64, 3 * 64 + 2 * 4, 3)
+    assert cmp.latents_differ and cmp.left.z_dim == 32 and cmp.right.z_dim == 16
+    assert 'latents differ: z_dim 32 (left) vs 16 (right)' in r.notes[0]
+    right = _halves(r.image, 3)[1]
+    assert np.array_equal(right[::2, ::2], right[1::2, 1::2]), 'the 32 px side is scaled up by 2 (nearest)'
+    tri = _micro_network(tmp_path / 'tri.safetensors', representation='triplane')
+    r = pair.render(RenderArgs(network='random:tiny', compare=tri, render_type='weight', overlay_seams=True))
+    assert r.error is None and r.comparison.left.error is None and r.image is not None
+    assert 'no sphere weight' in r.comparison.right.error      # that side says why it has no image
+    assert _halves(r.image)[1].max() == _halves(r.image)[1].min()    # a flat placeholder
+    r = pair.render(RenderArgs(network='random:tiny', compare=tri, overlay_seams=True, pitch=60.0))
+    assert r.comparison.right.notes == ['no seams or poles: triplane network'] and r.comparison.right.error is None
+    assert set(r.comparison.left.seam_fraction) == {'A', 'B'} and not r.comparison.right.seam_fraction
+
+
+def test_compare_network_that_does_not_load(tmp_path):
+    from viz.compare import PairRenderer
+    p = PairRenderer('cpu')
+    missing = str(tmp_path / 'missing.safetensors')
+    r = p.render(RenderArgs(network='random:tiny', compare=missing))
+    assert r.error is None and r.image is not None and r.comparison.right.error.startswith('cannot load')
+    assert r.comparison.right.load_error and r.comparison.right.failed_network == missing
+    p.render(RenderArgs(network='random:tiny', compare='random:tiny@1'))
+    r = p.render(RenderArgs(network='random:tiny', compare=missing))       # the previous right network stays
+    assert r.comparison.right.error is None and r.args.compare == 'random:tiny@1' and r.comparison.right.load_error
+
+
+def test_network_widget_compare(tmp_path):
+    viz = Visualizer('random:tiny', open_window=False)
+    net = viz.network
+    assert viz.build_args().compare == '' and not viz.build_args().compare_diff
+    viz.set_state(compare='demo-triplane', difference=True)
+    a = viz.args
+    assert (a.network, a.compare, a.compare_diff) == ('random:tiny', 'demo-triplane', True)
+    net.compare_loaded('demo-triplane')
+    assert net.recent[0] == 'demo-triplane'
+    net.set_compare('nope.safetensors')
+    net.compare_load_failed('nope.safetensors', 'nope.safetensors: no such file')
+    assert viz.build_args().compare == 'demo-triplane'          # the previous right-hand network stays
+    assert net.compare_error_text() == ('Could not load nope.safetensors to compare: no such file. '
+                                        'Still comparing with demo-triplane.')
+    net.stop_comparing()
+    assert viz.build_args().compare == '' and not viz.build_args().compare_diff
+    net.set_compare('nope2.safetensors')                       # nothing compared before: compare mode ends
+    net.compare_load_failed('nope2.safetensors', 'no such file')
+    assert viz.build_args().compare == '' and net.compare_error_text().endswith('Not comparing.')
+    run = tmp_path / 'run'
+    run.mkdir()
+    net.set_compare(str(run))                                  # a run folder without snapshots
+    assert viz.build_args().compare == '' and 'no network-snapshot' in net.compare_error
+    newest = _snapshot(run, 2, seed=1)
+    _snapshot(run, 1, seed=2)
+    net.set_compare(str(run))                                  # its newest snapshot
+    assert viz.build_args().compare == str(newest) and 'newest snapshot' in net.compare_note

@@ -1,7 +1,8 @@
 """Real windows under Xvfb + Mesa (software OpenGL): snapshots of every render type and sphere
 mode, read back from the framebuffer; a bad network that leaves the previous one rendering
 and says why in the Network panel; following a training run folder; no redraw while idle;
-plus the `--snapshot` command line.
+compare mode (two networks side by side: both halves, orbit, overlays, difference, latents,
+the Network panel, a window that stays responsive); plus the `--snapshot` command line.
 
 One Xvfb serves the whole session. Without Xvfb these tests skip, unless
 SPHEREHEAD_REQUIRE_GUI=1 (set by .ci/run), where they fail.
@@ -81,7 +82,7 @@ def viz(xdisplay):
 def snap(viz, **state):
     """Set the state like the command line does; returns (whole window, render area) as uint8 arrays."""
     defaults = dict(seed=0, yaw=0.0, pitch=0.0, sphere='fused', render='image', overlay='none', side_by_side=False,
-                    inspect=False)
+                    inspect=False, compare='', difference=False)
     defaults.update(state)
     viz.set_state(**defaults)
     err, frame = viz.snapshot(None, timeout=120)
@@ -390,3 +391,203 @@ def test_benchmark_on_cpu_caps_the_gui_at_15_fps(xdisplay):
     assert 0 < fps <= 16.5
     p = subprocess.run(cmd + ['--fps', '30'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0 and 'fps cap 30.0' in p.stdout, p.stdout + p.stderr
+
+
+# ---------------------------------------------------------------------- compare mode
+def _micro_network(path, **changes) -> str:
+    """A tiny generator (32 px output) saved to ``path``: another z_dim, another representation."""
+    import torch
+
+    import spherehead as sh
+    from spherehead.config import preset
+    from spherehead.networks.generator import Generator
+    cfg = preset('tiny', **{'img_resolution': 32, 'triplane_size': 16,
+                            'rendering': dict(neural_rendering_resolution=16, depth_resolution=6,
+                                              depth_resolution_importance=6), **changes})
+    torch.manual_seed(3)
+    sh.save_generator(Generator(cfg), path)
+    return str(path)
+
+
+def _panels(viz, frame, n=2):
+    """The on-screen panels of a comparison (left, right[, difference]) cut from the window's pixels,
+    without their label rows (top and bottom fifth)."""
+    from viz.compare import GAP
+    x0, y0, x1, y1 = viz.view.image_rect
+    size = viz.shown.comparison.panel_size
+    scale = (x1 - x0) / viz.shown.image.shape[1]
+    assert len(viz.shown.panels) == n and viz.shown.image.shape[1] == n * size + (n - 1) * GAP
+    h = y1 - y0
+    rows = slice(int(y0 + h / 5), int(y1 - h / 5))
+    width = int(size * scale) - 4
+    starts = [int(x0 + i * (size + GAP) * scale) + 2 for i in range(n)]
+    return [frame[rows, a:a + width] for a in starts]
+
+
+def _image_panels(image, n=2):
+    from viz.compare import GAP
+    s = image.shape[0]
+    return [image[s // 5:s - s // 5, i * (s + GAP): i * (s + GAP) + s] for i in range(n)]
+
+
+def _distance(screen, image) -> float:
+    """Mean |difference| between an on-screen panel and a rendered panel image, at the image's size."""
+    from PIL import Image
+    h, w = image.shape[:2]
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(screen)).resize((w, h), Image.BILINEAR))
+    return float(np.abs(small.astype(np.int16) - image.astype(np.int16)).mean())
+
+
+def test_compare_shows_both_networks_side_by_side(viz):
+    frame, _ = snap(viz, compare='random:tiny@1', yaw=30.0, pitch=15.0)
+    r = viz.shown
+    assert r.comparison is not None and r.args.compare == 'random:tiny@1' and r.error is None
+    left, right = _panels(viz, frame)
+    img_left, img_right = _image_panels(r.image)
+    assert left.std() > 10 and right.std() > 10, 'a half is blank'
+    assert differ(left, right)
+    # each half on screen is its own network's render, not the other one's
+    assert _distance(left, img_left) + 5 < _distance(left, img_right)
+    assert _distance(right, img_right) + 5 < _distance(right, img_left)
+    # each side says its network and its frame time / rate on screen; the top line says 'compare'
+    for side in (r.comparison.left, r.comparison.right):
+        assert side.label() in viz.view.texts and ' ms (' in side.label() and ' /s)' in side.label()
+    assert any(t.endswith('   compare') for t in viz.view.texts)
+    assert viz.performance.side_fps('left') > 0 and viz.performance.side_fps('right') > 0
+
+
+def test_compare_orbit_moves_both_halves(viz):
+    from imgui_bundle import imgui
+    viz.camera.reset()
+    frame, _ = snap(viz, compare='random:tiny@1')
+    before = _panels(viz, frame)
+    x0, y0, x1, y1 = viz.view.image_rect
+    cx, cy = x0 + 0.75 * (x1 - x0), (y0 + y1) / 2           # drag on the right half
+    io = imgui.get_io()
+    io.add_mouse_pos_event(cx, cy)
+    _frames(viz, 1)
+    io.add_mouse_button_event(0, True)
+    _frames(viz, 1)
+    for i in range(1, 6):
+        io.add_mouse_pos_event(cx - 20 * i, cy)
+        _frames(viz, 1)
+    io.add_mouse_button_event(0, False)
+    io.add_mouse_pos_event(-1, -1)
+    _frames(viz, 1)
+    assert viz.camera.yaw == pytest.approx(100 * 0.4, abs=1e-3)
+    assert viz.wait_for_current(timeout=120) is None
+    viz.request_window_capture('')
+    viz.frame()
+    after = _panels(viz, viz.last_capture)
+    assert viz.shown.args.yaw == viz.camera.yaw and viz.shown.args.compare == 'random:tiny@1'
+    assert differ(before[0], after[0]) and differ(before[1], after[1]), 'both halves must turn'
+    snap(viz)
+
+
+def test_compare_seam_overlay_on_each_side(viz, tmp_path):
+    plain = _panels(viz, snap(viz, compare='random:tiny@1', pitch=60.0)[0])
+    marked = _panels(viz, snap(viz, compare='random:tiny@1', pitch=60.0, overlay='seams')[0])
+    c = viz.shown.comparison
+    assert max(c.left.seam_fraction.values()) > 0 and max(c.right.seam_fraction.values()) > 0
+    assert differ(plain[0], marked[0], 0.5) and differ(plain[1], marked[1], 0.5)
+    assert any(t.startswith('near seam/poles: A ') for t in viz.view.texts)
+    tri = _micro_network(tmp_path / 'tri.safetensors', representation='triplane')   # no spheres: no seams
+    plain = _panels(viz, snap(viz, compare=tri, pitch=60.0)[0])
+    marked = _panels(viz, snap(viz, compare=tri, pitch=60.0, overlay='seams')[0])
+    assert differ(plain[0], marked[0], 0.5) and not differ(plain[1], marked[1], 0.5)
+    assert 'no seams or poles: triplane network' in viz.view.texts
+    snap(viz)
+
+
+def test_compare_difference_view(viz):
+    frame, _ = snap(viz, compare='random:tiny', difference=True, yaw=20.0)
+    left, right, diff = _panels(viz, frame, 3)
+    assert left.std() > 10 and not differ(left, right, 1.0) and diff.mean() < 2, 'the same network: no difference'
+    frame, _ = snap(viz, compare='random:tiny@1', difference=True, yaw=20.0)
+    left, right, diff = _panels(viz, frame, 3)
+    assert differ(left, right) and diff.mean() > 15 and diff.std() > 5
+    assert viz.shown.comparison.diff_text in viz.view.texts
+    snap(viz)
+
+
+NOTE_RGB = np.array([255, 217, 77])          # the view's note colour (1.0, 0.85, 0.3)
+
+
+def test_compare_says_when_the_latents_differ(viz, tmp_path):
+    small = _micro_network(tmp_path / 'z16.safetensors', z_dim=16, w_dim=16)
+    frame, _ = snap(viz, compare=small, seed=5)
+    note = viz.shown.comparison.latents
+    assert note.startswith('latents differ: z_dim 32 (left) vs 16 (right)') and note in viz.view.texts
+    y0 = int(viz.view.image_rect[1])
+    x_view = int(float(min(max(0.34 * SIZE[0], 300), 440)))
+    above = frame[:y0, x_view:]
+    assert (np.abs(above.astype(np.int16) - NOTE_RGB).max(axis=2) < 40).sum() > 30, 'the note is not on screen'
+    left, right = _panels(viz, frame)
+    assert left.std() > 10 and right.std() > 10
+    snap(viz)
+
+
+def test_compare_from_the_network_panel(viz, tmp_path):
+    viz.network.open = True
+    snap(viz)
+    bad = tmp_path / 'notes.safetensors'
+    bad.write_text('just some text')
+    viz.network.set_compare(str(bad))                   # what the panel's 'compare' button does
+    err = viz.wait_for_current(timeout=120)
+    assert err.startswith(f'cannot load {bad} (--compare): ') and 'not a .safetensors file' in err
+    _frames(viz, 3)
+    assert viz.args.compare == '' and viz.network.compare_error_text().endswith('Not comparing.')
+    viz.request_window_capture('')
+    viz.frame()
+    panel_w = float(min(max(0.34 * SIZE[0], 300), 440))
+    ys, xs, _ = _error_text_rows(viz.last_capture, panel_w)
+    assert len(ys) > 50 and xs.max() < panel_w - 4, 'no red error text in the Network panel'
+    viz.network.set_compare('random:tiny@1')
+    _frames_until(viz, lambda: viz.shown is not None and viz.shown.comparison is not None and not viz.worker.busy)
+    assert viz.network.compare_current == 'random:tiny@1' and not viz.network.compare_error
+    assert viz.compare_info['source'] == 'random:tiny@1'
+    snap(viz)
+
+
+def test_compare_keeps_the_window_responsive(viz):
+    """While the worker renders a slow pair (a fresh random:demo beside the tiny network), the window
+    keeps drawing frames, each quickly."""
+    snap(viz)
+    viz.network.set_compare('random:demo')
+    draw, busy_frames = [], 0
+    deadline = time.time() + 180
+    while not (viz.shown is not None and viz.shown.args == viz.build_args() and not viz.worker.busy):
+        assert time.time() < deadline, 'the pair was not rendered'
+        busy = viz.worker.busy
+        viz.frame()
+        if busy:
+            busy_frames += 1
+            draw.append(viz.window.draw_time)
+    assert busy_frames >= 5, busy_frames
+    assert float(np.median(draw)) < 0.25, f'median frame {np.median(draw):.3f} s while the pair renders'
+    c = viz.shown.comparison
+    assert c.right.network_info['config']['img_resolution'] == 128 and c.panel_size == 128
+    snap(viz)
+
+
+def test_compare_command_line(xdisplay, viz, tmp_path):
+    from imgui_bundle import imgui
+    from PIL import Image
+
+    from viz.view import fit_rect
+    out = tmp_path / 'compare.png'
+    env = dict(os.environ, DISPLAY=xdisplay, LIBGL_ALWAYS_SOFTWARE='1')
+    p = subprocess.run([sys.executable, str(ROOT / 'visualizer.py'), 'random:tiny', '--compare', 'random:tiny@1',
+                        '--difference', '--yaw', '30', '--window-size', f'{SIZE[0]}x{SIZE[1]}', '--snapshot', str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr
+    img = np.asarray(Image.open(out).convert('RGB'))
+    # where the view puts a [64, 3 * 64 + 8] image (the same layout as in this process's window)
+    panel_w = float(min(max(0.34 * SIZE[0], 300), 440))
+    line = imgui.get_text_line_height_with_spacing()
+    x0, y0, x1, y1 = fit_rect(3 * 64 + 8, 64, panel_w, line, SIZE[0] - panel_w, SIZE[1] - 2 * line)
+    scale = (x1 - x0) / (3 * 64 + 8)
+    rows = slice(int(y0 + (y1 - y0) / 5), int(y1 - (y1 - y0) / 5))
+    width = int(64 * scale) - 4
+    thirds = [img[rows, int(x0 + i * 68 * scale) + 2:int(x0 + i * 68 * scale) + 2 + width] for i in range(3)]
+    assert all(t.std() > 5 for t in thirds) and differ(thirds[0], thirds[1]) and thirds[2].mean() > 15

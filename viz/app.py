@@ -38,7 +38,8 @@ BUSY_IDLE_WAIT = 0.25              # seconds; while the worker renders, the stat
 KEYS_HELP = (
     'drag: orbit   scroll: radius   double-click: front   arrows: yaw/pitch 10 deg   '
     '1-6: render type   F1/F2/F3: sphere A/B/fused   F4: all three   O: seams overlay   '
-    'Space: turntable   PgUp/PgDn: seed   R: reset camera   S: save image   P: save window   Ctrl+Q: quit')
+    'D: difference view (comparing)   Space: turntable   PgUp/PgDn: seed   R: reset camera   S: save image   '
+    'P: save window   Ctrl+Q: quit')
 
 
 class Visualizer:
@@ -62,6 +63,7 @@ class Visualizer:
         self.result: RenderResult | None = None     # newest finished render (may be an error)
         self.shown: RenderResult | None = None      # newest render with an image (what the view shows)
         self.network_info: dict = {}
+        self.compare_info: dict = {}                # network_info of the right-hand network (compare mode)
         self.args = self.build_args()
         self._submitted: RenderArgs | None = None
         self._window_capture: tuple[str, Callable[[str], None] | None] | None = None
@@ -71,12 +73,12 @@ class Visualizer:
         self.window = self.view = self.worker = None
         if open_window:
             from gui_utils.window import Window
-            from viz.renderer import Renderer
+            from viz.compare import PairRenderer
             from viz.view import View
             from viz.worker import RenderWorker
             self.window = Window('SphereHead visualizer', width, height, fps_limit=fps_limit)
             self.view = View(self)
-            self.worker = RenderWorker(lambda: Renderer(device), on_result=self.window.wake)
+            self.worker = RenderWorker(lambda: PairRenderer(device), on_result=self.window.wake)
 
     # ------------------------------------------------------------------ state
     def build_args(self) -> RenderArgs:
@@ -88,8 +90,9 @@ class Visualizer:
 
     def set_state(self, seed: int | None = None, yaw: float | None = None, pitch: float | None = None,
                   sphere: str | None = None, render: str | None = None, overlay: str | None = None,
-                  side_by_side: bool | None = None, inspect: bool | None = None) -> None:
-        """The command line's state flags, applied to the widgets."""
+                  side_by_side: bool | None = None, inspect: bool | None = None, compare: str | None = None,
+                  difference: bool | None = None) -> None:
+        """The command line's state flags, applied to the widgets (``compare``: a second network, '' = none)."""
         if seed is not None:
             self.latent.seed = int(seed)
         self.camera.set_view(yaw, pitch)
@@ -106,6 +109,10 @@ class Visualizer:
         if inspect is not None:
             self.artifacts.inspect = bool(inspect)
             self.artifacts.open = self.artifacts.open or bool(inspect)
+        if compare is not None:
+            self.network.set_compare(compare)
+        if difference is not None:
+            self.network.difference = bool(difference)
         self.args = self.build_args()
 
     def request_window_capture(self, path: str, report: Callable[[str], None] | None = None) -> None:
@@ -128,11 +135,18 @@ class Visualizer:
         if result.network_info:
             self.network_info = result.network_info
             self.network.loaded(result.network_info['source'])
+        cmp = result.comparison
+        if cmp is not None and cmp.right.network_info:
+            self.compare_info = cmp.right.network_info
+            self.network.compare_loaded(cmp.right.network_info['source'])
         if result.load_error:
             self.network.load_failed(result.failed_network, result.load_error)
-            if result.image is not None and self._submitted is not None \
-                    and self._submitted.replace(network=result.args.network) == result.args:
-                self._submitted = result.args     # already rendered with the previous network: not again
+        if cmp is not None and cmp.right.load_error:
+            self.network.compare_load_failed(cmp.right.failed_network, cmp.right.load_error)
+        if (result.load_error or (cmp is not None and cmp.right.load_error)) and result.image is not None \
+                and self._submitted is not None \
+                and self._submitted.replace(network=result.args.network, compare=result.args.compare) == result.args:
+            self._submitted = result.args         # already rendered with the previous network(s): not again
         if result.image is not None:
             t0 = time.perf_counter()
             self.view.upload(result, self.render_type.nearest)
@@ -172,6 +186,8 @@ class Visualizer:
             self.spheres.side_by_side = not self.spheres.side_by_side
         if pressed(K.o, False):
             self.artifacts.overlay = not self.artifacts.overlay
+        if pressed(K.d, False) and self.network.compare:
+            self.network.difference = not self.network.difference
         if pressed(K.space, False):
             cam.turntable = not cam.turntable
         if pressed(K.r, False):
@@ -303,7 +319,7 @@ class Visualizer:
         failed, or timed out).
         """
         deadline = time.perf_counter() + timeout
-        requested = self.network.network
+        requested, requested_compare = self.network.network, self.network.compare
         ready = 0
         while ready <= settle_frames:
             if time.perf_counter() > deadline:
@@ -311,6 +327,8 @@ class Visualizer:
             self.frame()
             if self.network.error and self.network.failed == requested:
                 return f'cannot load {self.network.failed}: {self.network.error}'
+            if self.network.compare_error and requested_compare and self.network.compare_failed == requested_compare:
+                return f'cannot load {self.network.compare_failed} (--compare): {self.network.compare_error}'
             r = self.result
             if r is not None and r.args == self.args and r.error:
                 return r.error if r.load_error else f'render failed: {r.error}'

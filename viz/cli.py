@@ -49,6 +49,10 @@ def _missing_gui_packages() -> list[str]:
 @click.option('--overlay', type=click.Choice(['none', 'seams']), default=None,
               help='seams: mark the surface near the seam / poles of A and of B.')
 @click.option('--inspect', is_flag=True, help='Open the artifact panel: unwrapped weight maps and feature planes.')
+@click.option('--compare', type=cc.Network(allow_dir=True), default=None, metavar='NETWORK2',
+              help='Render a second network beside the first, in lockstep (same seed, camera and view); a run '
+                   'folder gives its newest snapshot.')
+@click.option('--difference', is_flag=True, help='With --compare: add a panel with the difference of the two.')
 @click.option('--snapshot', type=cc.OutputFile(('.png',), 'snapshot'), default=None,
               help='Render the state, write the window to this .png and exit.')
 @click.option('--benchmark', type=cc.Finite('seconds', 0.5, 3600), default=None, metavar='SECONDS',
@@ -62,16 +66,25 @@ def _missing_gui_packages() -> list[str]:
 @click.option('--timeout', type=cc.Finite('timeout', 1, 1e6), default=600.0, show_default=True,
               help='Seconds to wait for a snapshot render.')
 @click.option('--verbose', is_flag=True, help='Print tracebacks of render errors to the terminal.')
-def main(network, seed, yaw, pitch, sphere, all_spheres, render_type, overlay, inspect, snapshot, benchmark,
-         window_size, fps, device, timeout, verbose):
+def main(network, seed, yaw, pitch, sphere, all_spheres, render_type, overlay, inspect, compare, difference,
+         snapshot, benchmark, window_size, fps, device, timeout, verbose):
     """Live OpenGL / ImGui viewer of a SphereHead generator.
 
     NETWORK: a .safetensors of ours, a released EG3D / PanoHead / SphereHead .pkl, 'demo' (the
     default), 'random:tiny', or a training run folder: its newest network snapshot is shown and
-    a newer one replaces it when it appears.
+    a newer one replaces it when it appears. --compare NETWORK2 renders a second network beside it.
     """
     if snapshot and benchmark is not None:
         raise click.UsageError('--snapshot and --benchmark exclude each other; use one')
+    if difference and not compare:
+        raise click.UsageError('--difference needs --compare NETWORK2 (the network to take the difference with)')
+    if compare and os.path.isdir(compare):
+        from spherehead.checkpoint import newest_snapshot
+        newest = newest_snapshot(compare)
+        if newest is None:
+            raise UserError(f'--compare {compare}: no network-snapshot-*.safetensors in this run folder yet; give a '
+                            'network file or a run folder with snapshots')
+        compare = str(newest)
     if (snapshot or benchmark is not None) and os.path.isdir(network):
         from spherehead.checkpoint import newest_snapshot
         if newest_snapshot(network) is None:
@@ -97,7 +110,8 @@ def main(network, seed, yaw, pitch, sphere, all_spheres, render_type, overlay, i
     except NoDisplayError as e:
         raise UserError(str(e)) from None
     viz.set_state(seed=seed, yaw=yaw, pitch=pitch, sphere=sphere, render=render_type, overlay=overlay,
-                  side_by_side=True if all_spheres else None, inspect=True if inspect else None)
+                  side_by_side=True if all_spheres else None, inspect=True if inspect else None,
+                  compare=compare, difference=True if difference else None)
     if snapshot:
         cc.make_parent(snapshot)
         try:
@@ -116,7 +130,8 @@ def main(network, seed, yaw, pitch, sphere, all_spheres, render_type, overlay, i
             raise UserError(f'spherehead visualizer: {e}') from None
         finally:
             viz.close()
-        click.echo(f'network {network}  device {device}  torch threads {torch.get_num_threads()}  '
+        click.echo(f'network {network}' + (f'  compare {compare}' if compare else '') +
+                   f'  device {device}  torch threads {torch.get_num_threads()}  '
                    f'cpus {os.cpu_count()}  GL {gl}  fps cap {fps or "none"}')
         for k, v in numbers.items():
             click.echo(f'{k:32s} {v:8.2f}')

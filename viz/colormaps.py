@@ -14,6 +14,11 @@ SPHERE_B_RGB = np.array([40, 120, 255], dtype=np.float32)
 SEAM_A_RGB = np.array([255, 40, 40], dtype=np.float32)     # near A's seam or poles
 SEAM_B_RGB = np.array([40, 255, 255], dtype=np.float32)    # near B's seam or poles
 SEAM_BOTH_RGB = np.array([255, 255, 255], dtype=np.float32)
+# Difference view (compare mode): black = equal, through purple and orange to white = the scale's top;
+# green = surface on one side only.
+_DIFF_ANCHORS = np.array([[0, 0, 0], [80, 20, 120], [210, 50, 60], [255, 170, 40], [255, 255, 255]],
+                         dtype=np.float32)
+ONE_SIDED_RGB = np.array([60, 220, 110], dtype=np.float32)
 
 
 def _interp_anchors(t: np.ndarray, anchors: np.ndarray) -> np.ndarray:
@@ -70,3 +75,12 @@ def seam_overlay(rgb: np.ndarray, near_a: np.ndarray, near_b: np.ndarray, alpha:
     for sel, color in ((near_a & ~near_b, SEAM_A_RGB), (near_b & ~near_a, SEAM_B_RGB), (near_a & near_b, SEAM_BOTH_RGB)):
         out[sel] = (1 - alpha) * out[sel] + alpha * color
     return np.round(out).astype(np.uint8)
+
+
+def difference_to_rgb(d: np.ndarray, one_sided: np.ndarray | None = None) -> np.ndarray:
+    """[H, W] difference scaled to [0, 1] (0 = equal, 1 = the scale's top or more) -> [H, W, 3] uint8;
+    pixels of the boolean [H, W] ``one_sided`` (surface on one side only) in green."""
+    rgb = np.round(_interp_anchors(np.nan_to_num(np.asarray(d, np.float32)), _DIFF_ANCHORS)).astype(np.uint8)
+    if one_sided is not None:
+        rgb[one_sided] = ONE_SIDED_RGB.astype(np.uint8)
+    return rgb

@@ -9,6 +9,10 @@ load sets ``network`` back to ``current``, so the previous network keeps renderi
 Following a run: given a training run folder, the widget asks for its newest
 ``network-snapshot-<kimg>.safetensors`` and looks for a newer one every ``follow_interval``
 seconds (one directory listing, from the GUI loop even while it draws nothing).
+
+Compare mode: ``compare`` names a second network rendered beside the first in lockstep
+(``viz.compare``); it keeps the same three-way bookkeeping (asked for, shown, failed). A compare
+network that does not load leaves the previous one; with none before, compare mode ends.
 """
 from __future__ import annotations
 
@@ -55,6 +59,14 @@ class NetworkWidget(Widget):
         self.follow_status = ''
         self._follow_requested: str | None = None    # newest snapshot already asked for
         self._follow_next = 0.0                      # time.monotonic() of the next look
+        # compare mode: a second network rendered beside this one
+        self.compare = ''                  # source asked for on the right ('' = not comparing)
+        self.compare_current: str | None = None   # source the worker shows on the right
+        self.compare_edit = ''
+        self.compare_error = ''            # one line: why ``compare_failed`` did not load
+        self.compare_failed: str | None = None
+        self.compare_note = ''             # e.g. which snapshot of a run folder is compared
+        self.difference = False            # the difference panel
         if os.path.isdir(network):
             self.follow(network)
         else:
@@ -140,6 +152,58 @@ class NetworkWidget(Widget):
             return None
         return max(0.0, self._follow_next - (time.monotonic() if now is None else now))
 
+    # ---- compare mode ----------------------------------------------------------------------------
+    def set_compare(self, source: str) -> None:
+        """Render ``source`` beside the network, in lockstep; '' stops comparing. A run folder gives
+        its newest snapshot (it is not followed)."""
+        source = source.strip()
+        self.compare_error, self.compare_failed, self.compare_note = '', None, ''
+        if not source:
+            self.stop_comparing()
+            return
+        if os.path.isdir(source):
+            snapshot = _find_snapshot(source)
+            if snapshot is None:
+                self.compare_error = ('it holds no network-snapshot-*.safetensors; give a network file, a run '
+                                      'folder with snapshots, demo or random:tiny')
+                self.compare_failed = os.path.abspath(source)
+                self.compare_edit = source
+                self.reveal = True
+                return
+            self.compare_note = f'the newest snapshot of the run {os.path.abspath(source)}'
+            source = snapshot
+        self.compare = os.path.abspath(source) if os.path.exists(source) else source
+        self.compare_edit = self.compare
+        self.reveal = True                 # the panel holds the compare controls (difference, stop)
+
+    def stop_comparing(self) -> None:
+        self.compare, self.compare_current, self.compare_note = '', None, ''
+
+    def compare_loaded(self, source: str) -> None:
+        """The worker shows ``source`` on the right (only what was asked for counts: after a failed load
+        the worker may still hold a network compared before)."""
+        if source == self.compare and source != self.compare_current:
+            self.compare_current = source
+            self._remember(source)
+
+    def compare_load_failed(self, source: str, message: str) -> None:
+        """``source`` did not load for the right side; the previous one stays, or compare mode ends."""
+        if source != self.compare:
+            return
+        if message.startswith(f'{source}: '):
+            message = message[len(source) + 2:]
+        self.compare_error, self.compare_failed = message, source
+        self.compare = self.compare_current or ''
+        self.compare_edit = source
+        self.reveal = True
+
+    def compare_error_text(self) -> str:
+        if not self.compare_error:
+            return ''
+        still = (f'Still comparing with {self.compare_current}.' if self.compare and self.compare_current
+                 else 'Not comparing.')
+        return f"Could not load {self.compare_failed} to compare: {self.compare_error.rstrip('.')}. {still}"
+
     # ---- what the worker reports ---------------------------------------------------------------
     def loaded(self, source: str) -> None:
         """The worker shows ``source``."""
@@ -195,7 +259,8 @@ class NetworkWidget(Widget):
         return self._entries
 
     def apply(self, args: RenderArgs) -> RenderArgs:
-        return args.replace(network=self.network)
+        return args.replace(network=self.network, compare=self.compare,
+                            compare_diff=bool(self.compare) and self.difference)
 
     def draw(self) -> None:
         imgui.set_next_item_width(-50)
@@ -240,6 +305,44 @@ class NetworkWidget(Widget):
             imgui.end_child()
             imgui.tree_pop()
         self.draw_info()
+        self._draw_compare(choices)
+
+    def _draw_compare(self, choices: list[str]) -> None:
+        imgui.separator()
+        imgui.text('compare with')
+        imgui.set_next_item_width(-70)
+        entered, self.compare_edit = imgui.input_text('##compare', self.compare_edit,
+                                                      imgui.InputTextFlags_.enter_returns_true.value)
+        imgui.same_line()
+        if imgui.button('compare') or entered:
+            self.set_compare(self.compare_edit)
+        imgui.text_disabled('a second network, beside this one, in lockstep')
+        imgui.set_next_item_width(-1)
+        if imgui.begin_combo('##compare_recent', 'recent and built-in networks'):
+            for c in choices:
+                if imgui.selectable(c, c == self.compare)[0]:
+                    self.set_compare(c)
+            imgui.end_combo()
+        if self.compare_error:
+            imgui.push_style_color(imgui.Col_.text.value, imgui.ImVec4(*ERROR_RGBA))
+            imgui.text_wrapped(self.compare_error_text())
+            imgui.pop_style_color()
+        if not self.compare:
+            return
+        _, self.difference = imgui.checkbox('difference view [D]', self.difference)
+        imgui.same_line()
+        if imgui.small_button('stop comparing'):
+            self.stop_comparing()
+            return
+        if self.compare_note:
+            imgui.text_wrapped(f'right: {self.compare_note}')
+        info = self.viz.compare_info if self.viz else {}
+        if info and info.get('source') == self.compare_current:
+            cfg = info['config']
+            imgui.text_wrapped(f"right: {self.compare_current}: {cfg['representation']}, {cfg['img_resolution']} px, "
+                               f"z_dim {cfg['z_dim']}, {info['num_parameters'] / 1e6:.2f} M parameters")
+        elif self.compare != self.compare_current:
+            imgui.text_disabled(f'loading {self.compare} ...')
 
     def _draw_follow(self) -> None:
         imgui.text_wrapped(f'following the run {self.follow_dir}')
@@ -267,6 +370,7 @@ class NetworkWidget(Widget):
             ('representation', cfg['representation']),
             ('output', f"{cfg['img_resolution']} px, raw {r['neural_rendering_resolution']} px"),
             ('planes', f"{cfg['triplane_size']} px x {cfg['feature_channels']} ch"),
+            ('z_dim', str(cfg['z_dim'])),
             ('samples / ray', f"{r['depth_resolution']} + {r['depth_resolution_importance']}"),
             ('parsing', 'on' if cfg['use_parsing'] else 'off'),
             ('background', 'on' if cfg['use_background'] else 'off'),

@@ -26,6 +26,7 @@ class PerformanceWidget(Widget):
         self.gui_ms: collections.deque = collections.deque(maxlen=history)     # draw time per frame
         self._frame_times: collections.deque = collections.deque(maxlen=1000)   # time.perf_counter() per frame
         self.worker_ms: collections.deque = collections.deque(maxlen=history)
+        self.side_ms = {'left': collections.deque(maxlen=history), 'right': collections.deque(maxlen=history)}
         self.last_split: dict[str, float] = {}
         self.last_cached = False
 
@@ -36,6 +37,9 @@ class PerformanceWidget(Widget):
 
     def add_worker_frame(self, timings: dict[str, float], cached: bool) -> None:
         self.worker_ms.append(1000.0 * timings.get('total', 0.0))
+        for side, ms in self.side_ms.items():       # compare mode: each side's own render time
+            if side in timings:
+                ms.append(1000.0 * timings[side])
         self.last_split = dict(timings)
         self.last_cached = cached
 
@@ -54,6 +58,11 @@ class PerformanceWidget(Widget):
         recent = list(self.gui_ms)[-60:]
         return float(np.median(recent)) if recent else 0.0
 
+    def side_fps(self, side: str) -> float:
+        """Compare mode: renders per second one side alone would reach (mean of its recent render times)."""
+        recent = list(self.side_ms[side])[-10:]
+        return 1000.0 / float(np.mean(recent)) if recent and np.mean(recent) > 0 else 0.0
+
     @property
     def worker_fps(self) -> float:
         recent = list(self.worker_ms)[-10:]
@@ -64,6 +73,9 @@ class PerformanceWidget(Widget):
         imgui.text_wrapped('Redrawn on input, a new render or a state change, and continuously only while '
                            'animating (turntable, latent animation, recording).')
         imgui.text(f'renders {self.worker_fps:5.1f} /s')
+        if self.viz is not None and self.viz.args.compare and self.side_ms['left']:
+            imgui.text_wrapped(f"comparing: left {self.side_fps('left'):.1f} /s, right {self.side_fps('right'):.1f} /s "
+                               '(one after the other on the worker: a pair takes both)')
         if self.last_split:
             parts = [f'{k} {1000 * self.last_split[k]:.1f}' for k in STAGES if k in self.last_split]
             imgui.text_wrapped('last render (ms): ' + ', '.join(parts) +

@@ -51,6 +51,9 @@ class RenderArgs:
     depth_resolution: int | None = None
     depth_resolution_importance: int | None = None
     cache_backbone: bool = True           # reuse the planes while only the camera (or sphere, type) changes
+    # compare mode: a second network rendered beside the first, in lockstep (same state)
+    compare: str = ''                     # load_generator source of the right-hand network ('' = off)
+    compare_diff: bool = False            # add a third panel: the difference of the two sides
 
     def validate(self) -> 'RenderArgs':
         if self.sphere not in SPHERES:

@@ -61,6 +61,11 @@ class RenderResult:
     w: np.ndarray | None = None               # [num_ws, w_dim] float32 of this frame's latent
     network_info: dict[str, Any] = field(default_factory=dict)   # provenance, config, source
     serial: int = 0
+    # Compare mode (args.compare_diff): the quantity behind the image, [S, S, C] float32 at the image's
+    # size: RGB in [-1, 1] (image, raw), depth in world units or mask in [0, 1] (C = 1), parsing class
+    # ids, sphere weight; NaN where there is no surface (depth, weight).
+    values: np.ndarray | None = None
+    comparison: Any = None                    # viz.compare.Comparison in compare mode, else None
 
 
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -420,6 +425,8 @@ class Renderer:
             rgb = colormaps.weight_to_rgb(w, mask)
         else:  # validate() makes this unreachable
             raise ValueError(kind)
+        if args.compare_diff:
+            result.values = _display_values(kind, out, size)
         if args.overlay_seams or args.inspect:
             near = self._near_seams(G, args, out, result)
             if near is not None and args.overlay_seams:
@@ -454,6 +461,23 @@ class Renderer:
         if args.inspect and result.weight_maps_image is None:
             result.weight_maps_image, result.weight_maps_rows = unwrapped_weight_maps(coords, args.seam_threshold)
         return near
+
+
+def _display_values(kind: str, out: dict, size: int) -> np.ndarray:
+    """The quantity a render type shows, [size, size, C] float32 (see RenderResult.values)."""
+    if kind == 'image':
+        v = out['image'][:1].float()
+    elif kind == 'raw':
+        v = _resize_nearest(out['image_raw'][:1, :3].float(), size)
+    elif kind == 'parsing':
+        v = _resize_nearest(out['image_parsing'][:1].float(), size).argmax(1, keepdim=True).float()
+    else:
+        key = {'depth': 'image_depth', 'mask': 'image_mask', 'weight': 'sphere_weight'}[kind]
+        v = _resize_nearest(out[key][:1].float(), size)
+        if kind != 'mask':       # no surface: no depth or ownership to compare
+            surface = _resize_nearest(out['image_mask'][:1].float(), size) > 0.5
+            v = torch.where(surface, v, torch.full_like(v, float('nan')))
+    return v[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
 # ---------------------------------------------------------------------- inspection images

@@ -1,6 +1,8 @@
 """The render view: the newest image fitted into the area right of the panel, its overlays
 (panel labels, depth colour bar, parsing legend, sphere colours, errors, status line) and
-the mouse on it (drag = orbit, scroll = radius, double-click = front view)."""
+the mouse on it (drag = orbit, scroll = radius, double-click = front view). In compare mode
+each half is labelled with its network, its frame time and rate, its notes and errors; the
+mouse acts on the whole area, so orbiting moves both halves."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -10,6 +12,7 @@ from imgui_bundle import imgui
 from gui_utils.texture import Texture
 from gui_utils.widgets import color_bar, legend, text_with_background, wrap_lines, wrapped_text_with_background
 from viz import colormaps
+from viz.compare import GAP
 from viz.render_args import RENDER_TYPE_LABELS, SPHERE_LABELS
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ class View:
         self.planes_texture = Texture(nearest=True)
         self.weights_texture = Texture(nearest=True)
         self.image_rect: tuple[float, float, float, float] | None = None   # where the image was drawn (screen px)
+        self.texts: list[str] = []       # the overlay texts drawn in the last frame (what the window says)
 
     def upload(self, result, nearest: bool) -> None:
         """Put a finished render on the GPU (glTexSubImage2D while the sizes stay the same)."""
@@ -54,6 +58,7 @@ class View:
         imgui.push_style_var(imgui.StyleVar_.window_padding.value, imgui.ImVec2(0, 0))
         imgui.begin('##view', None, VIEW_FLAGS)
         imgui.pop_style_var()
+        self.texts = []
         imgui.set_cursor_screen_pos(imgui.ImVec2(x, y))
         imgui.invisible_button('##orbit', imgui.ImVec2(max(w, 1), max(h, 1)))
         io = imgui.get_io()
@@ -76,7 +81,7 @@ class View:
             x0, y0, x1, y1 = fit_rect(self.texture.width, self.texture.height, x, y + line, main_w, h - 2 * line)
             self.image_rect = (x0, y0, x1, y1)
             dl.add_image(self.texture.ref, imgui.ImVec2(x0, y0), imgui.ImVec2(x1, y1))
-            self._overlays(dl, shown, x0, y0, x1, y1)
+            self._overlays(dl, shown, x0, y0, x1, y1, top=y + 2 * line + 4)
         else:
             self.image_rect = None
             wrapped_text_with_background(dl, (x + 12, y + h / 2), f'{viz.network.status_line()} ...', w - 24)
@@ -106,8 +111,58 @@ class View:
                 text_with_background(dl, (x + 4, yy + i * bh / len(rows) + 2), name)
             yy += bh + 6
 
-    def _overlays(self, dl, shown, x0, y0, x1, y1) -> None:
+    def _text(self, dl, pos, text: str, color=(1.0, 1.0, 1.0)) -> None:
+        self.texts.append(text)
+        text_with_background(dl, pos, text, color)
+
+    def _wrapped(self, dl, pos, text: str, width: float, color=(1.0, 1.0, 1.0)) -> float:
+        self.texts.append(text)
+        return wrapped_text_with_background(dl, pos, text, width, color)
+
+    def _compare_overlays(self, dl, shown, x0, y0, x1, y1, top: float) -> None:
+        """Above each panel: its network, frame time and rate, notes and errors (the difference
+        panel: its measure); below: seam shares or the depth range. Outside the image, so the
+        pixels stay clean; above it down to ``top`` at most. Panel i starts at i * (S + GAP) image px."""
+        cmp = shown.comparison
         args = shown.args
+        scale = (x1 - x0) / max(shown.image.shape[1], 1)
+        pw = cmp.panel_size * scale
+        line = imgui.get_text_line_height_with_spacing()
+        white, yellow, red = (1.0, 1.0, 1.0), (1.0, 0.85, 0.3), (1.0, 0.45, 0.45)
+        blocks = []
+        for side in (cmp.left, cmp.right):
+            above = [(side.label(), white)] + ([(side.error, red)] if side.error else [])
+            above += [(note, yellow) for note in side.notes[:2]]
+            below = []
+            if args.overlay_seams and side.seam_fraction:
+                below.append(('near seam/poles: ' + ', '.join(f'{k} {100 * v:.0f}%'
+                                                             for k, v in side.seam_fraction.items()), white))
+            if args.render_type == 'depth' and side.depth_range is not None:
+                below.append((f'depth {side.depth_range[0]:.2f} (bright) - {side.depth_range[1]:.2f}', white))
+            blocks.append((above, below))
+        if len(shown.panels) > 2:
+            blocks.append(([(cmp.diff_text, white)], []))
+        bottom = y1 + 4
+        for i, (above, below) in enumerate(blocks):
+            px = x0 + i * (cmp.panel_size + GAP) * scale
+            rows = sum(len(wrap_lines(text, pw - 8)) for text, _ in above)
+            yy = max(top, y0 - rows * line - 2)
+            for text, color in above:
+                yy += self._wrapped(dl, (px + 4, yy), text, pw - 8, color)
+            yy = y1 + 4
+            for text, color in below:
+                yy += self._wrapped(dl, (px + 4, yy), text, pw - 8, color)
+            bottom = max(bottom, yy)
+        if args.overlay_seams:
+            entries = [(f'near seam/poles of {s}', rgb.astype(int).tolist()) for s, rgb in
+                       (('A', colormaps.SEAM_A_RGB), ('B', colormaps.SEAM_B_RGB))]
+            legend(dl, x0 + 6, bottom + 4, entries)
+
+    def _overlays(self, dl, shown, x0, y0, x1, y1, top: float = 0.0) -> None:
+        args = shown.args
+        if shown.comparison is not None and shown.image is not None:
+            self._compare_overlays(dl, shown, x0, y0, x1, y1, top)
+            return
         n = max(len(shown.panels), 1)
         if n > 1:
             pw = (x1 - x0) / n
@@ -135,10 +190,11 @@ class View:
         viz = self.viz
         a = viz.args
         line = imgui.get_text_line_height_with_spacing()
-        sphere = 'A | B | fused' if a.side_by_side else SPHERE_LABELS[a.sphere]
+        sphere = 'A | B | fused' if a.side_by_side and not a.compare else SPHERE_LABELS[a.sphere]
         top = (f'seed {a.seed}' + (f' -> {a.seed2} @ {a.interp:.2f}' if a.interp > 0 else '') +
-               f'   yaw {a.yaw:.0f}  pitch {a.pitch:.0f}  r {a.radius:.2f}   {sphere}   {RENDER_TYPE_LABELS[a.render_type]}')
-        text_with_background(dl, (x + 8, y + 4), top)
+               f'   yaw {a.yaw:.0f}  pitch {a.pitch:.0f}  r {a.radius:.2f}   {sphere}   {RENDER_TYPE_LABELS[a.render_type]}'
+               + ('   compare' + (' + difference' if a.compare_diff else '') if a.compare else ''))
+        self._text(dl, (x + 8, y + 4), top)
         busy = viz.worker is not None and viz.worker.busy
         if busy:
             label = (viz.worker.status.split(' ', 1)[0] or 'busy') + ' ...'     # 'loading' / 'rendering'
@@ -149,13 +205,19 @@ class View:
         if viz.network.error:
             yy += wrapped_text_with_background(dl, (x + 8, yy), f'could not load {viz.network.failed}; '
                                                'see the Network panel', w - 16, red)
+        if viz.network.compare_error:
+            yy += self._wrapped(dl, (x + 8, yy), f'could not load {viz.network.compare_failed} to compare; '
+                                'see the Network panel', w - 16, red)
         elif r is not None and r.error:
             yy += wrapped_text_with_background(dl, (x + 8, yy), f'render error: {r.error}', w - 16, red)
         if viz.shown is not None:
             for note in viz.shown.notes[:3]:
-                text_with_background(dl, (x + 8, yy), note, (1.0, 0.85, 0.3))
-                yy += line
+                yy += self._wrapped(dl, (x + 8, yy), note, w - 16, (1.0, 0.85, 0.3))
         footer = f"network: {viz.network_info.get('provenance', 'none loaded')}"
+        cmp = viz.shown.comparison if viz.shown is not None else None
+        if cmp is not None and a.compare:
+            footer = (f"left: {cmp.left.network_info.get('provenance', cmp.left.source)}\n"
+                      f"right: {cmp.right.network_info.get('provenance', cmp.right.source)}")
         if viz.network.follow_dir:
             footer += '  (following the run: newer snapshots replace it)'
         rows = len(wrap_lines(footer, w - 16))

@@ -14,13 +14,26 @@ MAX_SUPERSAMPLED = 4096      # synth: resolution x supersample (rays per image s
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg')
 
 
+class DatasetOutput(cc.OutputPath):
+    """--out of synth / pack: a .zip or a folder; other archive names (.tar, .tar.gz, ...) are refused."""
+
+    def convert(self, value, param, ctx) -> str:
+        from spherehead.data.writer import archive_problem
+        text = super().convert(value, param, ctx)
+        problem = archive_problem(text)
+        if problem:
+            self.fail(problem, param, ctx)
+        return text
+
+
 @cc.group()
 def dataset() -> None:
     """Datasets in the EG3D / PanoHead format: make, pack, check and inspect them."""
 
 
 @dataset.command()
-@click.option('--out', required=True, type=cc.OutputPath(), help='Output .zip, or a folder for any other name.')
+@click.option('--out', required=True, type=DatasetOutput(),
+              help='Output .zip, or a folder for any other name (.tar and other archives are refused).')
 @click.option('--count', default=1000, show_default=True, type=click.IntRange(min=1), help='Number of images.')
 @click.option('--resolution', default=128, show_default=True, type=click.IntRange(8, 2048),
               help='Image size R (R x R), 8..2048.')
@@ -48,7 +61,8 @@ def synth(out, count, resolution, seed, front_bias, supersample, workers, overwr
 
 @dataset.command()
 @click.argument('source', type=click.Path())
-@click.option('--out', required=True, type=cc.OutputPath(), help='Output .zip, or a folder for any other name.')
+@click.option('--out', required=True, type=DatasetOutput(),
+              help='Output .zip, or a folder for any other name (.tar and other archives are refused).')
 @click.option('--resolution', required=True, type=click.IntRange(8, MAX_RESOLUTION),
               help=f'Output size R (R x R), 8..{MAX_RESOLUTION}.')
 @click.option('--parsing', type=click.Path(), default=None, help='Folder/zip of parsing maps (default: SOURCE/parsing).')

@@ -26,15 +26,34 @@ def image_relpath(index: int) -> str:
     return f'{index // 1000:05d}/img{index:08d}.png'
 
 
+# Archive names a dataset cannot be written as: only .zip is an archive here; any other name is a folder.
+UNSUPPORTED_ARCHIVES = ('.tar.gz', '.tar.bz2', '.tar.xz', '.tar.zst', '.tar', '.tgz', '.tbz2', '.txz', '.gz', '.bz2',
+                        '.xz', '.zst', '.7z', '.rar', '.lz4')
+
+
+def archive_problem(out: str) -> str | None:
+    """Why ``out`` cannot be a dataset output (an archive type other than .zip), else None."""
+    name = os.path.basename(os.fspath(out).rstrip('/\\')).lower()
+    ext = next((e for e in UNSUPPORTED_ARCHIVES if name.endswith(e)), None)
+    if ext is None:
+        return None
+    stem = os.fspath(out).rstrip('/\\')[:-len(ext)]
+    return (f'{out}: {ext} archives are not written; name it {stem}.zip (a zip archive) or {stem} (a folder)')
+
+
 class DatasetWriter:
     """Context manager collecting files and labels; the output appears complete or not at all."""
 
     def __init__(self, out: str, overwrite: bool = False):
         self.out = os.fspath(out)
         self.is_zip = self.out.lower().endswith('.zip')
+        problem = archive_problem(self.out)
+        if problem:
+            raise DatasetError(problem)
         if os.path.exists(self.out) and not overwrite:
             if not (os.path.isdir(self.out) and not os.listdir(self.out)):
-                raise DatasetError(f'{self.out}: already exists; choose another --out or delete it')
+                raise DatasetError(f'{self.out}: already exists; pass --overwrite to replace it, choose another '
+                                   '--out or delete it')
         parent = os.path.dirname(os.path.abspath(self.out))
         os.makedirs(parent, exist_ok=True)
         self._tmp = tempfile.mkdtemp(prefix='.spherehead-', dir=parent) if not self.is_zip else None

@@ -58,7 +58,7 @@ _PATH_HELP = "train-step: 'fast' (CUDA kernels) and/or 'reference' (PyTorch)  [d
 
 
 @cc.group(invoke_without_command=True)
-@click.option('--what', type=click.Choice(['generator', 'orbit', 'sampler', 'marcher', 'render', 'train-step']),
+@click.option('--what', type=click.Choice(['generator', 'orbit', 'sampler', 'marcher', 'render', 'train-step', 'fir']),
               help='run one benchmark with the options below (same as the sub-command of that name)')
 @click.option('--config', 'preset_name', type=click.Choice(['tiny', 'demo', 'paper']), default='paper',
               show_default=True, help='preset (train-step)')
@@ -80,7 +80,8 @@ def bench(ctx, what, preset_name, batch, neural, precision, grad_sync, path_name
 
     \b
     spherehead bench --what train-step --config paper --batch 4     # one training iteration, split by pass
-    spherehead bench sampler | render ...                           # see each sub-command's --help
+    spherehead bench --what fir                                     # FIR resampling (all cases, float32)
+    spherehead bench sampler | render | fir ...                     # see each sub-command's --help
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -92,6 +93,8 @@ def bench(ctx, what, preset_name, batch, neural, precision, grad_sync, path_name
                    device=device, repeat=repeat, grad_sync=grad_sync, path_names=path_names)
     elif what == 'sampler':
         ctx.invoke(sampler, N=batch, device=device, repeat=repeat)
+    elif what == 'fir':
+        ctx.invoke(fir, case='all', dtype='float32', device=device, repeat=repeat)
     elif what in ('generator', 'orbit', 'marcher'):
         extra = {}
         if ctx.get_parameter_source('precision') is not ParameterSource.DEFAULT:

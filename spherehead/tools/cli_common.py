@@ -435,10 +435,13 @@ def device_option(**kwargs):
     return click.option('--device', type=Device(), default='auto', **kwargs)
 
 
+TRUNC_RANGE = (0.0, 2.0)      # psi < 0 mirrors the latent through the average head; > 1 exaggerates (up to 2)
+
+
 def trunc_option(default: float = 0.7, **kwargs):
-    """``--trunc`` truncation psi (finite float; 1 = none, 0 = the average head)."""
-    kwargs.setdefault('help', 'truncation psi (1 = none, 0 = the average head)')
-    return click.option('--trunc', 'truncation_psi', type=Finite('truncation psi', -10, 10), default=default,
+    """``--trunc`` truncation psi in 0..2 (1 = none, 0 = the average head)."""
+    kwargs.setdefault('help', 'truncation psi, 0..2 (1 = none, 0 = the average head, above 1 exaggerates)')
+    return click.option('--trunc', 'truncation_psi', type=Finite('truncation psi', *TRUNC_RANGE), default=default,
                         show_default=True, **kwargs)
 
 

@@ -102,8 +102,10 @@ def check_batch_options(ctx: click.Context, opts: dict, world_size: int) -> None
 @click.option('--batch', type=click.IntRange(1), default=32, show_default=True, help='global batch (all processes)')
 @click.option('--batch-gpu', type=click.IntRange(1), help='fixed batch per process (GPU), as the released recipes '
               'train: the global batch becomes this x the process count  [default: --batch / processes]')
-@click.option('--snap', type=cc.Finite('snap', 0.001, 1e6), default=200, show_default=True, help='kimg between snapshots')
-@click.option('--tick', type=cc.Finite('tick', 0.001, 1e6), default=4, show_default=True, help='kimg between log lines')
+@click.option('--snap', type=cc.Finite('snap', 0.001, 1e6), default=None,
+              help='kimg between snapshots  [default: 200; 1 on the CPU]')
+@click.option('--tick', type=cc.Finite('tick', 0.001, 1e6), default=None,
+              help='kimg between log lines  [default: 4; 0.1 on the CPU]')
 @click.option('--resume', type=str, help='run folder, training-state-*.pt, our .safetensors or a released .pkl')
 @click.option('--seed', type=click.IntRange(0, 2 ** 31 - 1), default=0, show_default=True)
 @click.option('--xflip/--no-xflip', default=True, show_default=True, help='add mirrored images')
@@ -134,7 +136,8 @@ def check_batch_options(ctx: click.Context, opts: dict, world_size: int) -> None
 @click.option('--precision', type=click.Choice(PRECISIONS), default='mixed', show_default=True,
               help="on CUDA: 'mixed' runs D's top num_fp16_res resolutions and G's super-resolution "
                    "(sr_num_fp16_res > 0) in float16, as the family trains; 'bf16' autocasts G and D")
-@click.option('--workers', type=click.IntRange(0, 64), default=3, show_default=True, help='data workers per process')
+@click.option('--workers', type=click.IntRange(0, 64), default=None,
+              help='data workers per process  [default: the cores this process may use, at most 3]')
 @click.option('--grid-seeds', type=click.IntRange(1, 64), default=4, show_default=True, help='rows of the sample grid')
 @click.option('--metrics', type=str, default='', help='comma-separated metrics at each snapshot (spherehead metrics)')
 @click.option('--metrics-num', type=click.IntRange(1), help='images per metric [default: the metric\'s own]')
@@ -165,6 +168,8 @@ def main(ctx: click.Context, **opts) -> None:
     try:
         check_batch_options(ctx, opts, info.world_size)
         cfg = cfg.for_world(info.world_size)
+        given = lambda name: opts['config'] is not None or opts[name] is not None   # noqa: E731
+        cfg = setup.cpu_intervals(cfg, info, tick_given=given('tick'), snap_given=given('snap'))
         setup.check_batch(cfg, info)
         if info.is_main:
             setup.check_outdir(cfg.outdir)
@@ -190,13 +195,23 @@ def _run_dir(cfg, state, info) -> Path:
     from spherehead.train.setup import resolve_resume, run_description
     if state is not None:
         _, path = resolve_resume(cfg.resume)
-        if (path.parent / 'training_options.json').is_file():
+        # The run's own folder, unless it holds a later training state: resumed from an older state,
+        # the run would overwrite the later snapshots, so it branches into a new folder. (A network
+        # snapshot without its state is what a snapshot interrupted while writing leaves; the resumed
+        # run writes it again.)
+        if (path.parent / 'training_options.json').is_file() and not _later_states(path.parent, state):
             return path.parent
     name = [str(next_run_dir(cfg.outdir, run_description(cfg)))] if info.is_main else [None]
     if info.enabled:
         import torch.distributed as dist
         dist.broadcast_object_list(name, src=0)
     return Path(name[0])
+
+
+def _later_states(run_dir: Path, state: dict) -> bool:
+    from spherehead.checkpoint import numbered_files
+    from spherehead.train.snapshot import STATE_PREFIX, STATE_SUFFIX
+    return any(k > int(state['nimg']) / 1000 for k, _ in numbered_files(run_dir, STATE_PREFIX, STATE_SUFFIX))
 
 
 if __name__ == '__main__':

@@ -17,6 +17,18 @@ from spherehead.data.dataset import DatasetOptions
 
 PRECISIONS = ('fp32', 'mixed', 'bf16')
 GRAD_SYNCS = ('overlap', 'flat')                # spherehead.train.grad_sync.GRAD_SYNC_MODES
+MAX_DEFAULT_WORKERS = 3
+
+
+def default_workers() -> int:
+    """Data-loader workers per process by default: the cores this process may use, at most 3
+    (more than the cores makes PyTorch warn that the loader might freeze)."""
+    import os
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):       # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cores))
 
 
 @dataclass
@@ -94,7 +106,7 @@ class TrainingConfig:
     precision: str = 'mixed'                    # 'mixed': float16 on CUDA in D's top num_fp16_res resolutions and
                                                 # G's super-resolution (sr_num_fp16_res > 0), as the family trains;
                                                 # 'fp32'; 'bf16' (autocast of G and D on CUDA)
-    workers: int = 3                            # DataLoader worker processes per rank
+    workers: int = field(default_factory=default_workers)   # DataLoader worker processes per rank
     grid_seeds: int = 4                         # rows of the sample grid
     resume: str | None = None                   # run folder, training-state file, our .safetensors or a released .pkl
     metrics: tuple[str, ...] = ()               # evaluated at each snapshot (spherehead.metrics)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +50,8 @@ class Networks:
     G: Generator
     D: DualDiscriminator
     G_ema: Generator
-    origin: str = 'random initialisation'
+    origin: str = 'random initialisation'     # how the run started (kept in its training states; '' = not recorded)
+    resumed_from: str = ''                    # the training state this process continues, if any
 
 
 @dataclass
@@ -99,7 +102,7 @@ class Trainer:
         self.G = nets.G.to(dev).train().requires_grad_(False)
         self.D = nets.D.to(dev).train().requires_grad_(False)
         self.G_ema = nets.G_ema.to(dev).eval().requires_grad_(False)
-        self.origin = nets.origin
+        self.origin, self.resumed_from = nets.origin, nets.resumed_from
         self.batch_gpu = cfg.batch // info.world_size
         self.schedule = PhaseSchedule(cfg)
         # float16 parts of G and D (not G_ema: snapshots, grids and metrics render in float32)
@@ -133,7 +136,7 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         p = self.progress
-        return {'format': STATE_FORMAT, 'version': 1, 'config': self.cfg.to_json(),
+        return {'format': STATE_FORMAT, 'version': 1, 'config': self.cfg.to_json(), 'origin': self.origin,
                 'nimg': p.nimg, 'step': p.step, 'sphere_counts': json.dumps(p.sphere_counts),
                 'G': self.G.state_dict(), 'D': self.D.state_dict(), 'G_ema': self.G_ema.state_dict(),
                 'opt_G': self.opt_G.state_dict(), 'opt_D': self.opt_D.state_dict()}
@@ -213,10 +216,11 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
     def snapshot(self) -> None:
         """Network snapshot, resume state and sample grid for the current kimg (rank 0 writes)."""
-        tag = snapshot_tag(self.run_dir, self.progress.nimg) if self.info.is_main else ''
+        tag = snapshot_tag(self.progress.nimg) if self.info.is_main else ''
         if self.info.is_main:
             G_out = copy.deepcopy(self.G_ema).cpu()
-            G_out.provenance = f'{self.run_dir.name} at {self.progress.nimg / 1000:.1f} kimg ({self.origin})'
+            G_out.provenance = (f'{self.run_dir.name} at {self.progress.nimg / 1000:.1f} kimg'
+                                + (f' ({self.origin})' if self.origin else ''))
             save_generator(G_out, self.run_dir / snapshot_name(tag))
             atomic_torch_save(self.state_dict(), self.run_dir / state_name(tag))
             prune_states(self.run_dir, self.cfg.keep_states)
@@ -265,7 +269,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def _request_stop(self, signum, frame) -> None:
+        if self.info.is_main:
+            # At once, unbuffered (os.write is safe inside a signal handler; print is not): the step
+            # and the snapshot can take a minute on a CPU.
+            within = f' (the ranks agree on it within {STOP_CHECK_STEPS} steps)' if self.info.enabled else ''
+            what = 'still stopping' if self._stop else 'stopping'
+            msg = (f'\n{signal.Signals(signum).name}: {what}: finishing the step and writing a snapshot{within}; '
+                   f'then --resume {self.run_dir} continues\n')
+            try:
+                os.write(sys.stderr.fileno(), msg.encode())
+            except (OSError, ValueError, AttributeError):
+                pass
         self._stop = True
+
+    def pace_line(self, first_step_s: float) -> str:
+        """When the next log lines and the snapshots come, at the pace of this run's first step (which
+        includes starting the data workers, so the estimate errs long)."""
+        cfg = self.cfg
+        steps = lambda kimg: max(math.ceil(kimg * 1000 / cfg.batch), 1)   # noqa: E731
+        dur = lambda s: f'{s:.0f} s' if s < 90 else f'{s / 60:.0f} min' if s < 5400 else f'{s / 3600:.1f} h'  # noqa: E731
+        return (f'first step: {first_step_s:.1f} s for {cfg.batch} images; at that pace a log line every '
+                f'{cfg.tick_kimg:g} kimg ({steps(cfg.tick_kimg)} steps) comes about every '
+                f'{dur(steps(cfg.tick_kimg) * first_step_s)}, a snapshot every {cfg.snap_kimg:g} kimg '
+                f'({steps(cfg.snap_kimg)} steps) about every {dur(steps(cfg.snap_kimg) * first_step_s)} '
+                f'(--tick, --snap change them)')
 
     def run(self) -> None:
         cfg, p, info = self.cfg, self.progress, self.info
@@ -275,8 +302,12 @@ class Trainer:
         self.log.line(f'phase I near-front data: {len(self.front_data)} items (|yaw| < {cfg.phases.front_yaw_deg} deg); '
                       f'phases: I to {cfg.phase1_end_kimg:g} kimg, II to {cfg.phase2_end_kimg:g}, III to {cfg.kimg:g}; '
                       f'ViCo from {cfg.vico_start_kimg:g} kimg (weight {cfg.phases.vico_weight:g})')
-        self.log.line(f'networks: {self.origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
-                      f'{info.device}; starting at {p.nimg / 1000:g} kimg')
+        origin = self.origin
+        if self.resumed_from:
+            origin = f'resumed from {self.resumed_from}' + (f'; the run started from {origin}' if origin else '')
+        self.log.line(f'networks: {origin}; {info.world_size} rank(s) x batch {self.batch_gpu} on '
+                      f'{info.device}; starting at {p.nimg / 1000:g} kimg; a log line after the first step, then '
+                      f'every {cfg.tick_kimg:g} kimg, a snapshot every {cfg.snap_kimg:g} kimg')
         if cfg.precision == 'mixed':
             if self.fp16_parts:
                 self.log.line(f'mixed precision: float16 in {", ".join(self.fp16_parts)}')
@@ -299,6 +330,7 @@ class Trainer:
         tick_start_nimg, tick_start_time = p.nimg, time.time()
         last_snap = p.nimg
         stop_vote = dist_utils.StopVote(info, STOP_CHECK_STEPS)
+        first_step = True      # this process's first step gets a log line at once (on a CPU a tick takes minutes)
         try:
             while p.nimg < total:
                 self.step()
@@ -308,7 +340,7 @@ class Trainer:
                 # With several ranks the stop request is voted on every STOP_CHECK_STEPS steps and the
                 # vote read that many steps later, without a host sync (a signal stops within 2x that).
                 stop = stop_vote.poll(self._stop, p.step)
-                if done or stop or p.nimg >= tick_start_nimg + cfg.tick_kimg * 1000:
+                if done or stop or first_step or p.nimg >= tick_start_nimg + cfg.tick_kimg * 1000:
                     now = time.time()
                     values = self.stats.reduce(info, LOG_KEYS)
                     sec_per_kimg = (now - tick_start_time) / max(p.nimg - tick_start_nimg, 1) * 1000
@@ -326,7 +358,15 @@ class Trainer:
                     else:
                         self.log.line(line)
                     self.log.record(p.nimg / 1000, values)
+                    if first_step and not (done or stop):     # when the next lines and the snapshots come
+                        line = self.pace_line(now - tick_start_time)
+                        if bar is not None and not bar.disable:
+                            bar.write(line)
+                            self.log.text.write(line + '\n')
+                        else:
+                            self.log.line(line)
                     tick_start_nimg, tick_start_time = p.nimg, time.time()
+                first_step = False
                 if done or stop or p.nimg >= last_snap + cfg.snap_kimg * 1000:
                     self.snapshot()
                     last_snap = p.nimg

@@ -36,9 +36,12 @@ def check_dataset(cfg: TrainingConfig) -> HeadDataset:
         raise UserError(str(e)) from None
     g, d = cfg.generator, cfg.discriminator
     if ds.resolution != g.img_resolution:
-        raise UserError(f'--data {cfg.data.path}: images are {ds.resolution}x{ds.resolution} but --cfg {cfg.cfg} '
+        fine_tune = cfg.resume is not None and resolve_resume(cfg.resume)[0] != 'state'
+        what = f'the network of --resume {cfg.resume}' if fine_tune else f'--cfg {cfg.cfg}'
+        other = 'data at that size' if fine_tune else 'a matching --cfg'
+        raise UserError(f'--data {cfg.data.path}: images are {ds.resolution}x{ds.resolution} but {what} '
                         f'generates {g.img_resolution}x{g.img_resolution}; repack the data with '
-                        f'`spherehead dataset pack --resolution {g.img_resolution}` or pick a matching --cfg')
+                        f'`spherehead dataset pack --resolution {g.img_resolution}` or use {other}')
     if d.parsing_channels and not ds.has_parsing:
         raise UserError(f'--data {cfg.data.path}: no parsing maps, but the model has a parsing branch; '
                         'add parsing/ maps to the dataset or train without it (--no-parsing)')
@@ -50,6 +53,25 @@ def check_dataset(cfg: TrainingConfig) -> HeadDataset:
         raise UserError(f'--data {cfg.data.path}: no near-front images (|yaw| < {cfg.phases.front_yaw_deg} deg) '
                         'for phase I; widen --front-yaw or set --phase1-kimg 0')
     return ds
+
+
+# On the CPU a training step takes seconds (the tiny preset: about 0.4 s per image on a loaded 2-core
+# machine, docs/training.md), so the GPU defaults (--tick 4, --snap 200) would mean no log line for
+# half an hour and no snapshot for a day. Unless --tick / --snap (or a --config file) say otherwise:
+CPU_TICK_KIMG = 0.1
+CPU_SNAP_KIMG = 1.0
+
+
+def cpu_intervals(cfg: TrainingConfig, info: DistInfo, tick_given: bool, snap_given: bool) -> TrainingConfig:
+    """``cfg`` with the CPU's log and snapshot intervals when it trains on the CPU and they were not given."""
+    if info.device.type != 'cpu':
+        return cfg
+    changes = {}
+    if not tick_given:
+        changes['tick_kimg'] = CPU_TICK_KIMG
+    if not snap_given:
+        changes['snap_kimg'] = CPU_SNAP_KIMG
+    return dataclasses.replace(cfg, **changes)
 
 
 def check_batch(cfg: TrainingConfig, info: DistInfo) -> None:
@@ -145,11 +167,15 @@ def networks_for(cfg: TrainingConfig) -> tuple[TrainingConfig, Networks, dict | 
     kind, path = resolve_resume(cfg.resume)
     if kind == 'state':
         state = read_training_state(path, cfg)
-        return cfg, build_networks(cfg, cfg.seed), state
+        nets = build_networks(cfg, cfg.seed)
+        nets.origin = str(state.get('origin', ''))     # how the run began (states before 2026-12-03: not kept)
+        nets.resumed_from = f'{path} ({int(state["nimg"]) / 1000:g} kimg)'
+        return cfg, nets, state
     finetune = dataclasses.replace(cfg, ema_rampup=None, loss=dataclasses.replace(cfg.loss, blur_init_sigma=0.0))
     if kind == 'network':
         from spherehead.checkpoint import load_safetensors_generator
         G_ema = load_safetensors_generator(path)
+        check_fresh_discriminator(cfg, path, G_ema.config)
         cfg2 = dataclasses.replace(finetune, generator=G_ema.config)
         nets = build_networks(cfg2, cfg.seed)
         nets.G.load_state_dict(G_ema.state_dict())
@@ -158,6 +184,8 @@ def networks_for(cfg: TrainingConfig) -> tuple[TrainingConfig, Networks, dict | 
         return cfg2, nets, None
     from spherehead.released import load_released
     rel = load_released(path)
+    if rel.D is None:
+        check_fresh_discriminator(cfg, path, rel.g_config)
     d_cfg = rel.d_config if rel.D is not None else cfg.discriminator
     cfg2 = dataclasses.replace(finetune, generator=rel.g_config, discriminator=d_cfg)
     D = rel.D if rel.D is not None else DualDiscriminator.from_config(d_cfg)
@@ -165,6 +193,22 @@ def networks_for(cfg: TrainingConfig) -> tuple[TrainingConfig, Networks, dict | 
     nets = Networks(G.train().requires_grad_(False), D, rel.G_ema.eval(),
                     origin=f'fine-tuned from released {path.name}' + ('' if rel.D is not None else ' (D fresh)'))
     return cfg2, nets, None
+
+
+def check_fresh_discriminator(cfg: TrainingConfig, path: Path, g: GeneratorConfig) -> None:
+    """A fine-tune from a generator file trains a fresh discriminator made from --cfg (or --config);
+    refuse, naming the options in conflict and what to pass, when it cannot see the file's images."""
+    from spherehead.config import PRESETS, preset
+    d = cfg.discriminator
+    if d.img_resolution == g.img_resolution:
+        return
+    same = [name for name in sorted(PRESETS) if preset(name) == g]
+    fits = same or [name for name in sorted(PRESETS) if preset(name).img_resolution == g.img_resolution]
+    which = (' or '.join(f'--cfg {name}' for name in fits) + (' (the preset of that network)' if same else '')
+             if fits else f'a --config whose discriminator.img_resolution is {g.img_resolution}')
+    raise UserError(f'--resume {path} generates {g.img_resolution} px images, but --cfg {cfg.cfg} (or the --config '
+                    f'file) makes the fine-tune\'s fresh discriminator for {d.img_resolution} px; pass {which}, '
+                    f'with --data at {g.img_resolution} px')
 
 
 def run_description(cfg: TrainingConfig) -> str:

@@ -3,10 +3,16 @@
 Run folder layout::
 
     training_options.json                    the resolved TrainingConfig
-    network-snapshot-<kimg:06d>.safetensors  the EMA generator (sh.load_generator, the visualizer)
-    training-state-<kimg:06d>.pt             resume state: G, D, G_ema, optimisers, counters, RNG states
-    fakes-<kimg:06d>.png                     sample grid: per seed, front/side/back for A, B and fused
+    network-snapshot-<kimg>.safetensors      the EMA generator (sh.load_generator, the visualizer)
+    training-state-<kimg>.pt                 resume state: G, D, G_ema, optimisers, counters, RNG states
+    fakes-<kimg>.png                         sample grid: per seed, front/side/back for A, B and fused
     log.txt, stats.jsonl, events.out.tfevents.*
+
+<kimg> is the exact image count in kimg, six digits, a point and three decimals: 0.224 kimg
+(224 images) is '000000.224', 200 kimg is '000200.000'. One rule for every snapshot: the names
+sort by kimg as text, say the true kimg, and two snapshots share a name only at the same image
+count. (Runs written before this rule used the whole kimg, '000200', with decimals only for a
+second snapshot within the same kimg; ``numbered_files`` reads both.)
 
 Every file is written to ``<name>.tmp`` and renamed, so a killed process leaves either the old
 file or the new one, never half of one; the newest complete state is the one to resume from.
@@ -26,14 +32,12 @@ STATE_PREFIX, STATE_SUFFIX = 'training-state-', '.pt'
 GRID_YAWS = (0.0, 90.0, 180.0)
 
 
-def snapshot_tag(run_dir: str | os.PathLike, nimg: int) -> str:
-    """The kimg part of this snapshot's file names: EG3D's whole kimg ('000200'), or, when a
-    snapshot of that whole kimg already exists (snapshots less than 1 kimg apart), the kimg
-    with three decimals ('000000.064'), so names never collide."""
-    tag = f'{nimg // 1000:06d}'
-    if (Path(run_dir) / snapshot_name(tag)).exists() or (Path(run_dir) / state_name(tag)).exists():
-        tag = f'{nimg / 1000:010.3f}'
-    return tag
+def snapshot_tag(nimg: int) -> str:
+    """The kimg part of a snapshot's file names for ``nimg`` images: '000000.224' for 224 images,
+    '000200.000' for 200,000 (exact: integer arithmetic)."""
+    if nimg < 0:
+        raise ValueError(f'image count must be >= 0, got {nimg}')
+    return f'{nimg // 1000:06d}.{nimg % 1000:03d}'
 
 
 def snapshot_name(tag: str) -> str:
