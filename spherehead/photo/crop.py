@@ -10,9 +10,8 @@ Facts this follows (EG3D's in-the-wild preprocessing, with Deep3DFaceRecon):
 
 Our cameras sit at radius 2.7 looking at the world origin with focal 4.2647, so the square they see at the
 origin is 2 * 2.7 * 0.5 / 4.2647 = 0.6331 world units = 2.345 dm wide (0.5 % wider than EG3D's 2.333). The
-crop is fitted so that the face's landmarks land where the label's perspective camera sees them
-(``crop_from_pose``): about that square around the projected world origin, turned by the head's roll so
-that the label needs none (``spherehead.camera.lookat`` has no roll).
+crop is that square, at the head's scale, around the projected world origin (``crop_from_pose``), turned
+by the head's roll so that the label needs none (``spherehead.camera.lookat`` has no roll).
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spherehead import camera
-from spherehead.photo.pose import STANDARD_5, HeadPose
+from spherehead.photo.pose import HeadPose
 
 WORLD_PER_DM = 0.27                                        # world units per face-model unit (EG3D)
 MODEL_ORIGIN_IN_WORLD = np.array([0.0, 0.006, 0.161])      # where the face model's origin lies in the world
@@ -65,32 +64,16 @@ def project_label(label: np.ndarray, points_world: np.ndarray) -> np.ndarray:
     return uvw[:, :2] / uvw[:, 2:3]
 
 
-def _similarity_2d(src: np.ndarray, dst: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """Least-squares ``dst ~ s R(angle) src + t`` for 2-D points [N, 2]: (s, angle in radians, t [2])."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    zs, zd = a[:, 0] + 1j * a[:, 1], b[:, 0] + 1j * b[:, 1]
-    k = (np.conj(zs) * zd).sum() / (np.abs(zs) ** 2).sum()                      # complex scale-rotation
-    s, angle = abs(k), float(np.angle(k))
-    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    return float(s), angle, mu_d - s * rot @ mu_s
-
-
 def crop_from_pose(pose: HeadPose) -> CropBox:
-    """The crop that the label of ``pose`` describes.
+    """The crop for ``pose``: the square of CROP_SIDE_DM at the head's scale around the projected world origin,
+    turned by the roll.
 
-    The label's camera (radius 2.7, focal 4.2647, looking at the origin) sees the five standard landmarks of
-    the posed head at some image positions; the crop is the square (centre, side, turn) of the photo that puts
-    the same landmarks, as the pose fit places them in the photo, at those positions (least squares). Under
-    a weak-perspective photo this is the square of side CROP_SIDE_DM around the projected world origin,
-    except that it is ~8 % tighter: the face lies ~0.2 world units in front of the origin, where the label's
-    perspective camera magnifies it by 2.7 / 2.5."""
-    label = label_from_angles(pose.yaw, pose.pitch)
-    uv = project_label(label, WORLD_PER_DM * STANDARD_5 + MODEL_ORIGIN_IN_WORLD)
-    photo = np.stack([pose.project(p) for p in STANDARD_5])
-    scale, angle, offset = _similarity_2d(uv, photo)                   # crop [0, 1] coordinates -> photo px
-    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    return CropBox(rot @ np.array([0.5, 0.5]) * scale + offset, scale, math.degrees(angle))
+    This frames the face as EG3D's crop does (the face measured at its own scale, as if it were at the camera's
+    distance): a standard face's eyes are 0.265 of the crop apart (EG3D: 0.266). The label's perspective
+    camera, 2.7 from the origin, sees the face (~0.2 world units in front of the origin) about 8 % larger;
+    EG3D's labels carry the same offset (their cameras are moved to 2.7 from (0, 0, 0.175) after the fit)
+    and released models are trained with it."""
+    return CropBox(pose.project(WORLD_ORIGIN_DM), pose.scale * CROP_SIDE_DM, pose.roll)
 
 
 def centre_square(width: int, height: int) -> CropBox:
