@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,7 +60,6 @@ class PhotoResult:
     detection: models.Detection | None = None
     fit_error: float | None = None
     preview: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
     def report(self) -> dict:
         """The per-photo record written to prepare.json."""

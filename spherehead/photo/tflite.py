@@ -218,11 +218,11 @@ class Runner:
         pad, sw, sh, mult, act, dw, dh = o.scalar(0, 'b'), o.scalar(1, 'i'), o.scalar(2, 'i'), o.scalar(3, 'i'), \
             o.scalar(4, 'b'), o.scalar(5, 'i', 1), o.scalar(6, 'i', 1)
         cin = x.shape[3]
+        if w.shape[3] != cin * max(mult, 1):
+            raise UserError(f'{self.model.name}: depthwise weights {tuple(w.shape)} do not fit {cin} input channels')
         xc = _pad_nchw(_nchw(x), pad, w.shape[1], w.shape[2], sh, sw, dh, dw)
         # [1, kh, kw, cin*mult] -> [cin*mult, 1, kh, kw]; output channel c*mult + m reads input channel c
-        weight = w.permute(3, 0, 1, 2)
-        y = F.conv2d(xc, weight, b, stride=(sh, sw), dilation=(dh, dw), groups=cin)
-        assert weight.shape[0] == cin * max(mult, 1)
+        y = F.conv2d(xc, w.permute(3, 0, 1, 2), b, stride=(sh, sw), dilation=(dh, dw), groups=cin)
         return _activate(_nhwc(y), act)
 
     def _pool(self, op, x, kind: str):
