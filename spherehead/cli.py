@@ -47,6 +47,7 @@ def _register() -> None:
     from spherehead.tools.splats import splats; main.add_command(splats)
     from spherehead.metrics.commands import metrics; main.add_command(metrics)
     from spherehead.tools.study import study; main.add_command(study)
+    from spherehead.tools.prepare import prepare; main.add_command(prepare)
 
 
 _register()

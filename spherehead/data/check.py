@@ -133,7 +133,7 @@ def check_dataset(path: str, progress: bool = True, max_listed: int = 10) -> Che
     missing_set = set(missing)
     listed = set(names)
     unlabelled = [n for n in st.names() if n.lower().endswith(IMAGE_EXTS) and n not in listed
-                  and not n.startswith(('masks/', 'parsing/'))]
+                  and not n.startswith(('masks/', 'parsing/', 'previews/'))]   # previews/: spherehead prepare's
     if unlabelled:
         report.warnings.append(f'{len(unlabelled)} images have no label and are ignored (e.g. '
                                f'{st.describe(unlabelled[0])})')
