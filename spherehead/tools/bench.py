@@ -49,6 +49,22 @@ def _cpu_note(device: torch.device) -> None:
                    f'peak memory is measured on CUDA only (shown as -); figures that matter come from a GPU')
 
 
+def _step_setting_options(f):
+    """train-step's comparison axes (each may be repeated; every combination runs)."""
+    f = click.option('--tf32', type=click.Choice(['torch', 'off', 'on']), multiple=True, default=('torch',),
+                     show_default=True, help="train-step: 'torch' = torch's defaults (TF32 in cuDNN convolutions, "
+                     "not in matmuls), 'off' = neither (the released loop), 'on' = both")(f)
+    f = click.option('--cudnn-benchmark', type=click.Choice(['off', 'on']), multiple=True, default=('off',),
+                     show_default=True, help='train-step: cuDNN autotuning (torch.backends.cudnn.benchmark; '
+                     'the released loop turns it on)')(f)
+    f = click.option('--conv-autograd', type=click.Choice(['ours', 'torch']), multiple=True, default=('ours',),
+                     show_default=True, help="train-step: 'ours' = spherehead.ops.conv_autograd (cheap R1), "
+                     "'torch' = torch's convolution autograd (SPHEREHEAD_NO_CONV_AUTOGRAD=1)")(f)
+    f = click.option('--path', type=click.Choice(['reference', 'fast']), multiple=True, default=None,
+                     help='train-step: PyTorch reference and/or CUDA kernels  [default: both on CUDA]')(f)
+    return f
+
+
 @cc.group(invoke_without_command=True)
 @click.option('--what', type=click.Choice(['generator', 'orbit', 'sampler', 'marcher', 'render', 'train-step']),
               help='run one benchmark with the options below (same as the sub-command of that name)')
@@ -61,10 +77,12 @@ def _cpu_note(device: torch.device) -> None:
               help="train-step: 'mixed' (the training default: float16 in D's top resolutions and the "
                    "super-resolution), 'fp32' or 'bf16' (autocast), repeat to compare; generator and "
                    "orbit: 'fp32' (their default) or 'mixed'")
+@_step_setting_options
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='timed runs per measurement')
 @click.pass_context
-def bench(ctx, what, preset_name, batch, neural, precision, device, repeat) -> None:
+def bench(ctx, what, preset_name, batch, neural, precision, path, conv_autograd, cudnn_benchmark, tf32, device,
+          repeat) -> None:
     """Benchmarks (speed, memory), printed with date, device, torch version and config.
 
     \b
@@ -76,10 +94,16 @@ def bench(ctx, what, preset_name, batch, neural, precision, device, repeat) -> N
     if what is None:
         click.echo(ctx.get_help())
         return
+    step_options = dict(path=path or None, conv_autograd=conv_autograd, cudnn_benchmark=cudnn_benchmark, tf32=tf32)
     if what == 'train-step':
         ctx.invoke(train_step, preset_name=preset_name, batch=batch, neural=neural, precision=precision,
-                   device=device, repeat=repeat)
-    elif what == 'sampler':
+                   device=device, repeat=repeat, **step_options)
+        return
+    for name, value in step_options.items():
+        if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+            raise click.BadParameter(f'{", ".join(value)} given for {what}; it is an option of train-step only',
+                                     param_hint=f'--{name.replace("_", "-")}')
+    if what == 'sampler':
         ctx.invoke(sampler, N=batch, device=device, repeat=repeat)
     elif what in ('generator', 'orbit', 'marcher'):
         extra = {}
@@ -206,31 +230,54 @@ def fir(case, dtype, device, repeat):
 @click.option('--precision', type=click.Choice(PRECISIONS), multiple=True, default=('mixed',), show_default=True,
               help="'mixed' = float16 in D's top resolutions and the super-resolution (the training "
                    "default), 'bf16' = autocast (CUDA); repeat to compare")
+@_step_setting_options
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='Timed runs  [default: 10 on CUDA, 2 on CPU]')
-def train_step(preset_name, batch, neural, precision, device, repeat):
-    """One training iteration (G, density reg, D with ViCo, R1), ms per pass and amortised, img/s, peak memory."""
-    from spherehead.train.bench_step import bench_train_step
+def train_step(preset_name, batch, neural, precision, path, conv_autograd, cudnn_benchmark, tf32, device, repeat):
+    """One training iteration (G, density reg, D with ViCo, R1), ms per pass and amortised, img/s, peak memory.
+
+    \b
+    Repeat --path, --conv-autograd, --cudnn-benchmark, --tf32 to compare: every combination runs,
+    on one set of networks per precision and path; each block names the flags it ran with.
+    """
+    from spherehead.train.backend import BackendFlags
+    from spherehead.train.bench_step import StepSetting, bench_train_step
     device = torch.device(device)
     repeat = repeat or (10 if device.type == 'cuda' else 2)
     click.echo(_header(device))
     _cpu_note(device)
     from spherehead.tools.bench_paths import paths
+    chosen = [(name, on) for name, on in paths(device) if not path or name in path]
+    if not chosen:   # --path fast on a CPU: the kernels cannot run, the reference is what runs
+        chosen = [('reference', False)]
+        click.echo('note: --path fast needs CUDA; timing the reference')
+    settings = [StepSetting(conv, BackendFlags(cudnn_benchmark=bench_on == 'on', tf32=t))
+                for conv in dict.fromkeys(conv_autograd) for bench_on in dict.fromkeys(cudnn_benchmark)
+                for t in dict.fromkeys(tf32)]
     timings = []
     for prec in dict.fromkeys(precision):   # in the order given, once each
-        for name, on in paths(device):
+        for name, on in chosen:
             with kernels(on):
-                timing = bench_train_step(preset_name, batch, device, neural_res=neural, precision=prec,
-                                          warmup=3 if device.type == 'cuda' else 1, repeat=repeat)
-            timings.append((f'{name} {prec}', timing))
-            click.echo(f'-- {name} ({"CUDA kernels" if on else "PyTorch reference"}), precision {prec}')
-            for line in timing.lines():
-                click.echo(line)
+                runs = bench_train_step(preset_name, batch, device, neural_res=neural, precision=prec,
+                                        warmup=3 if device.type == 'cuda' else 1, repeat=repeat, settings=settings)
+            for setting, timing in zip(settings, runs):
+                label = f'{name} {prec}' + (f' [{_short(setting)}]' if len(settings) > 1 else '')
+                timings.append((label, timing))
+                click.echo(f'-- {name} ({"CUDA kernels" if on else "PyTorch reference"}), precision {prec}, '
+                           f'{timing.setting}')
+                for line in timing.lines()[1:]:
+                    click.echo(line)
     if len(timings) > 1:
         base_label, base = timings[0]
         for label, t in timings[1:]:
             click.echo(f'speed-up ({base_label} / {label}): iteration {base.ms_per_iter / t.ms_per_iter:.2f}x; '
                        + ', '.join(f'{k} {base.ms[k] / t.ms[k]:.2f}x' for k in base.ms))
+
+
+def _short(setting) -> str:
+    """'conv ours, benchmark on, tf32 off': a setting in a few words for the speed-up lines."""
+    return (f'conv {setting.conv_autograd}, benchmark {"on" if setting.flags.cudnn_benchmark else "off"}, '
+            f'tf32 {setting.flags.tf32}')
 
 
 @bench.command()

@@ -3,22 +3,60 @@
 One iteration = G main pass + D main pass, plus the lazy regularisers amortised: the density
 regulariser every ``density_reg_interval`` G steps and R1 every ``r1_interval`` D steps.
 Each pass is timed with its backward and its Adam step (CUDA events on a GPU).
+
+Besides precision and kernels, a timing can vary its `StepSetting`: our convolution autograd
+(`spherehead.ops.conv_autograd`) or torch's, and the backend flags (cuDNN autotuning, TF32). One
+set of networks serves every setting of a precision (settings change no shapes).
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 
 from spherehead.config import NUM_PARSING_CLASSES
 from spherehead.networks.precision import set_mixed_precision
+from spherehead.ops import conv_autograd
+from spherehead.train.backend import BackendFlags, describe_current
 from spherehead.train.config import TrainingConfig, default_config
 from spherehead.train.distributed import DistInfo
 from spherehead.train.losses import GANLoss
 from spherehead.train.loop import lazy_adam, optimizer_step
 from spherehead.train.setup import build_networks
+
+
+CONV_AUTOGRAD = ('ours', 'torch')
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSetting:
+    """conv_autograd: 'ours' (spherehead.ops.conv_autograd, the default) or 'torch' (its own
+    convolution autograd, SPHEREHEAD_NO_CONV_AUTOGRAD=1); flags: cuDNN autotuning and TF32."""
+    conv_autograd: str = 'ours'
+    flags: BackendFlags = BackendFlags()
+
+    def __post_init__(self) -> None:
+        if self.conv_autograd not in CONV_AUTOGRAD:
+            raise ValueError(f'conv_autograd must be one of {", ".join(CONV_AUTOGRAD)}, got {self.conv_autograd!r}')
+
+    @contextmanager
+    def applied(self) -> Iterator[str]:
+        """The setting in effect for a block; yields its description (the flags as actually set)."""
+        old = os.environ.get(conv_autograd.ENV_DISABLE)
+        os.environ[conv_autograd.ENV_DISABLE] = '0' if self.conv_autograd == 'ours' else '1'
+        try:
+            with self.flags.applied():
+                yield f'conv autograd {self.conv_autograd}, {describe_current()}'
+        finally:
+            if old is None:
+                os.environ.pop(conv_autograd.ENV_DISABLE, None)
+            else:
+                os.environ[conv_autograd.ENV_DISABLE] = old
 
 
 @dataclasses.dataclass
@@ -30,6 +68,7 @@ class StepTiming:
     ms: dict[str, float]              # median ms per pass: g_main, g_reg, d_main, d_r1
     ms_per_iter: float                # amortised over the lazy intervals
     peak_mib: float                   # peak GPU memory (0 on CPU)
+    setting: str = ''                 # StepSetting in words (conv autograd, cuDNN and TF32 flags)
 
     @property
     def images_per_s(self) -> float:
@@ -42,7 +81,8 @@ class StepTiming:
     def lines(self) -> list[str]:
         passes = '  '.join(f'{k} {v:.1f} ms' for k, v in self.ms.items())
         mem = f'{self.peak_mib:.0f} MiB' if self.peak_mib else '-'
-        return [f'config {self.config}  batch {self.batch}  neural {self.neural_res}  precision {self.precision}',
+        return [f'config {self.config}  batch {self.batch}  neural {self.neural_res}  precision {self.precision}'
+                + (f'  ({self.setting})' if self.setting else ''),
                 f'per pass (forward + backward + Adam): {passes}',
                 f'iteration (regularisers amortised): {self.ms_per_iter:.1f} ms  {self.images_per_s:.1f} img/s  '
                 f'{self.sec_per_kimg:.1f} s/kimg  peak memory {mem}']
@@ -107,21 +147,31 @@ def train_passes(preset_name: str, batch: int, device: torch.device, neural_res:
 
 
 def bench_train_step(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
-                     precision: str = 'fp32', warmup: int = 3, repeat: int = 10) -> StepTiming:
+                     precision: str = 'fp32', warmup: int = 3, repeat: int = 10,
+                     settings: Sequence[StepSetting] = (StepSetting(),)) -> list[StepTiming]:
+    """One `StepTiming` per setting, in order, all on the same networks and inputs.
+
+    Peak memory is reset before each setting; with cudnn.benchmark the warm-ups include cuDNN's
+    autotuning of every shape."""
     cfg, res, passes = train_passes(preset_name, batch, device, neural_res, precision)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    ms: dict[str, float] = {}
-    for name, fn in passes.items():
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeat):
-            stop = _timer(device)
-            fn()
-            times.append(stop())
-        ms[name] = statistics.median(times)
     l = cfg.loss
-    per_iter = ms['g_main'] + ms['d_main'] + ms['g_reg'] / l.density_reg_interval + ms['d_r1'] / l.r1_interval
-    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda' else 0.0
-    return StepTiming(preset_name, batch, res, precision, ms, per_iter, peak)
+    timings = []
+    for setting in settings:
+        with setting.applied() as described:
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            ms: dict[str, float] = {}
+            for name, fn in passes.items():
+                for _ in range(warmup):
+                    fn()
+                times = []
+                for _ in range(repeat):
+                    stop = _timer(device)
+                    fn()
+                    times.append(stop())
+                ms[name] = statistics.median(times)
+            per_iter = ms['g_main'] + ms['d_main'] + ms['g_reg'] / l.density_reg_interval + ms['d_r1'] / l.r1_interval
+            peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda' else 0.0
+        timings.append(StepTiming(preset_name, batch, res, precision, ms, per_iter, peak, described))
+    return timings
