@@ -143,15 +143,20 @@ def test_without_the_engine_query_every_gradient_is_computed_with_one_warning(mo
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_switch_and_no_grad_use_torchs_own_convolution(monkeypatch):
+def test_only_the_block_uses_it_and_the_switch_or_no_grad_turn_it_off(monkeypatch):
     x, w = _case(False, (1, 2, 5, 5), (3, 2, 3, 3))
     f = setup_filter([1, 3, 3, 1])
-    assert type(conv2d_resample(x, w, f, down=2, padding=1).grad_fn).__name__ == '_ConvBackward'
-    with torch.no_grad():
+    node = lambda: type(conv2d_resample(x, w, f, down=2, padding=1).grad_fn).__name__
+    assert node() == 'ConvolutionBackward0'          # first-order passes keep torch's own (no host cost)
+    with CA.second_order_gradients():
+        assert node() == '_ConvBackward'
+        with torch.no_grad():
+            assert CA.use_conv_autograd(x, w) is False
+        monkeypatch.setenv(CA.ENV_DISABLE, '1')
         assert CA.use_conv_autograd(x, w) is False
-    monkeypatch.setenv(CA.ENV_DISABLE, '1')
-    assert CA.use_conv_autograd(x, w) is False
-    assert type(conv2d_resample(x, w, f, down=2, padding=1).grad_fn).__name__ == 'ConvolutionBackward0'
+        assert node() == 'ConvolutionBackward0'
+    monkeypatch.delenv(CA.ENV_DISABLE)
+    assert CA.use_conv_autograd(x, w) is False      # the block has ended
 
 
 RESAMPLE_CASES = [  # (kernel, up, down, groups, flip_weight)
@@ -165,14 +170,15 @@ def test_conv2d_resample_second_order_equals_reference(k, up, down, groups, flip
     f = setup_filter([1, 3, 3, 1])
     x, w = _case(False, (2, 4, 8, 8), (6, 4 // groups, k, k))
     conv = lambda a, b: conv2d_resample(a, b, f, up=up, down=down, padding=k // 2, groups=groups, flip_weight=flip)
-    ours = _orders(conv, x, w)
+    with CA.second_order_gradients():
+        ours = _orders(conv, x, w)
     monkeypatch.setenv(CA.ENV_DISABLE, '1')
     ref = _orders(conv, x, w)
     for a, b in zip((ours[0],) + ours[1] + ours[2], (ref[0],) + ref[1] + ref[2]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_modulated_conv_gradients_equal_reference(monkeypatch):
+def test_modulated_conv_gradients_equal_reference():
     """G's fused modulated convolution (grouped, transposed for up 2): first-order gradients."""
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 4, 6, 6, generator=g).requires_grad_(True)
@@ -184,8 +190,8 @@ def test_modulated_conv_gradients_equal_reference(monkeypatch):
         y = modulated_conv2d(x, weight, styles, up=2, padding=1, resample_filter=f, flip_weight=False)
         return (y,) + torch.autograd.grad(y.square().sum(), (x, weight, styles))
 
-    ours = run()
-    monkeypatch.setenv(CA.ENV_DISABLE, '1')
+    with CA.second_order_gradients():
+        ours = run()
     for a, b in zip(ours, run()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
@@ -229,7 +235,9 @@ def _second_order_conv_weights(D, real, c) -> list[list[int]]:
     """Weight shapes of every convolution R1's second-order pass (the .backward() of the penalty) runs."""
     inputs = {k: v.detach().requires_grad_(True) for k, v in real.items()}
     D.requires_grad_(True)
-    grads = torch.autograd.grad(D(inputs, c).sum(), list(inputs.values()), create_graph=True)
+    with CA.second_order_gradients():
+        logits = D(inputs, c)
+    grads = torch.autograd.grad(logits.sum(), list(inputs.values()), create_graph=True)
     pen = sum(g.square().sum() for g in grads)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
         pen.backward()

@@ -19,28 +19,47 @@ loss skips them (its ``no_weight_gradients`` context), here found out from the e
 global flag. Without create_graph the backward is one ``convolution_backward`` call, the same work
 as torch's own.
 
-The PyTorch reference is torch's native convolution autograd (``F.conv2d`` / ``F.conv_transpose2d``);
-``SPHEREHEAD_NO_CONV_AUTOGRAD=1`` selects it everywhere (`conv2d_resample` asks `use_conv_autograd`).
+Where: only inside ``with second_order_gradients():`` (R1's forward through D, `GANLoss.d_r1`).
+A Python autograd Function costs host time on every call, and first-order passes (G, D's main
+pass) gain nothing from it. The PyTorch reference is torch's native convolution autograd
+(``F.conv2d`` / ``F.conv_transpose2d``); ``SPHEREHEAD_NO_CONV_AUTOGRAD=1`` selects it inside the
+block too (`conv2d_resample` asks `use_conv_autograd`).
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from spherehead.ops.extension import switch_set
 
 ENV_DISABLE = 'SPHEREHEAD_NO_CONV_AUTOGRAD'
 
-_aten = torch.ops.aten
+_convolution_backward = torch.ops.aten.convolution_backward.default
+_in_block = contextvars.ContextVar('spherehead_conv_second_order', default=False)
 _warned = False
 
 
+@contextmanager
+def second_order_gradients() -> Iterator[None]:
+    """Convolutions recorded in this block (through `conv2d_resample`) get this module's autograd,
+    for a graph that will be differentiated twice (R1). Scoped to the block and to this thread."""
+    token = _in_block.set(True)
+    try:
+        yield
+    finally:
+        _in_block.reset(token)
+
+
 def use_conv_autograd(*tensors: torch.Tensor) -> bool:
-    """True when a convolution of these tensors should go through this module: gradients are
-    being recorded for one of them and SPHEREHEAD_NO_CONV_AUTOGRAD is not set."""
-    return (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    """True when a convolution of these tensors should go through this module: inside
+    `second_order_gradients`, gradients recorded for one of them, SPHEREHEAD_NO_CONV_AUTOGRAD unset."""
+    return (_in_block.get() and torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
             and not switch_set(ENV_DISABLE))
 
 
@@ -57,15 +76,15 @@ class ConvSpec:
     def run(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The convolution itself (no autograd of ours): x [N, C_in, H, W], w as torch wants it
         (plain [C_out, C_in / groups, kh, kw]; transposed [C_in, C_out / groups, kh, kw])."""
-        return _aten.convolution(x, w, None, list(self.stride), list(self.padding), [1, 1], self.transposed,
-                                 list(self.output_padding), self.groups)
+        if self.transposed:
+            return F.conv_transpose2d(x, w, None, self.stride, self.padding, self.output_padding, self.groups)
+        return F.conv2d(x, w, None, self.stride, self.padding, 1, self.groups)
 
     def backward(self, gy: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
                  mask: tuple[bool, bool]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(gx, gw) of this convolution for output gradient gy, each computed only where mask says."""
-        gx, gw, _ = _aten.convolution_backward(gy, x, w, None, list(self.stride), list(self.padding), [1, 1],
-                                               self.transposed, list(self.output_padding), self.groups,
-                                               [mask[0], mask[1], False])
+        gx, gw, _ = _convolution_backward(gy, x, w, None, self.stride, self.padding, (1, 1), self.transposed,
+                                          self.output_padding, self.groups, (mask[0], mask[1], False))
         return gx, gw
 
     def input_grad_spec(self, x_shape: torch.Size, y_shape: torch.Size, w_shape: torch.Size) -> 'ConvSpec':
