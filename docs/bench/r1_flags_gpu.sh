@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 22 on one GPU (under 4 minutes on one H200): R1 with torch's convolution autograd vs ours
+# (spherehead.ops.conv_autograd), cuDNN autotuning off/on and TF32 torch-default/off for ours, a
+# profile of the R1 pass, and CUDA tests (conv_autograd; two training steps). Results under $OUT.
+#
+#   OUT=/tmp/out bash docs/bench/r1_flags_gpu.sh
+#   OUT=/tmp/out DEVICE=cpu CFG=tiny NEURAL=16 REPEAT=1 bash docs/bench/r1_flags_gpu.sh   # its CPU check
+#
+# Order: the kernels build while the conv_autograd CUDA tests run (those use the PyTorch FIR and
+# bias_act, so they need no kernel); then the timings (the figures that matter come first, so a
+# cut-off run still returns them), the R1 profile, and two training steps on CUDA.
+set -uo pipefail
+OUT=${OUT:?set OUT}; DEVICE=${DEVICE:-cuda}; CFG=${CFG:-paper}; NEURAL=${NEURAL:-64}; REPEAT=${REPEAT:-10}
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1 NEURAL
+mkdir -p "$OUT"
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/steps.txt"; }
+{ git log -1 --format='commit %h (%cs) %s' 2>/dev/null || echo 'commit: not a git checkout'
+  [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  $PY -c 'import torch, sys; print("torch", torch.__version__, "python", sys.version.split()[0])'; } | tee "$OUT/env.txt"
+
+if [ "$DEVICE" = cuda ]; then $PY -m spherehead.ops.build > "$OUT/build.txt" 2>&1 & BUILD=$!; fi
+SPHEREHEAD_NO_CUDA_KERNELS=1 $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_conv_autograd.py \
+  > "$OUT/pytest_conv_autograd.txt" 2>&1; rc=$?
+stamp "pytest -m cuda tests/test_conv_autograd.py: exit $rc ($(tail -1 "$OUT/pytest_conv_autograd.txt"))"
+if [ -n "${BUILD:-}" ]; then wait $BUILD; rc=$?; stamp "kernel build: exit $rc ($(tail -1 "$OUT/build.txt"))"; fi
+
+BENCH=($PY -m spherehead bench train-step --config "$CFG" --batch 4 --neural "$NEURAL" --precision mixed --path fast
+       --device "$DEVICE" --repeat "$REPEAT")
+# 1. R1: torch's convolution autograd (before) vs ours, torch's default flags.
+"${BENCH[@]}" --conv-autograd torch --conv-autograd ours 2>&1 | tee "$OUT/bench_r1.txt"; rc=${PIPESTATUS[0]}
+stamp "bench R1 before/after: exit $rc"
+# 2. The released flags, for ours: cuDNN autotuning off/on x TF32 torch's default/off.
+"${BENCH[@]}" --cudnn-benchmark off --cudnn-benchmark on --tf32 torch --tf32 off 2>&1 | tee "$OUT/bench_flags.txt"
+rc=${PIPESTATUS[0]}; stamp "bench flags: exit $rc"
+# 3. Where R1's time goes now (torch.profiler table, prof_d_r1_mixed.txt).
+$PY docs/bench/profile_passes.py "$CFG" mixed d_r1 2>&1 | tee "$OUT/profile.txt"; rc=${PIPESTATUS[0]}
+stamp "profile d_r1: exit $rc"
+# 4. Two training steps on CUDA with mixed precision (step 0 runs R1 through the kernels and conv_autograd).
+timeout 100 $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_training.py -k 'two_cuda_steps and mixed' \
+  > "$OUT/pytest_training.txt" 2>&1; rc=$?
+stamp "pytest -m cuda tests/test_training.py -k 'two_cuda_steps and mixed': exit $rc ($(tail -1 "$OUT/pytest_training.txt"))"
+ls -la "$OUT"
