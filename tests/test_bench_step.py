@@ -1,5 +1,6 @@
-"""`spherehead bench train-step`'s comparison axes: the convolution autograd and the backend flags
-(cuDNN autotuning, TF32) are in effect while each setting is timed, printed with it, and restored."""
+"""`spherehead bench train-step`'s comparison axes: the variant (which of this round's formulations
+run, each a SPHEREHEAD_NO_* switch) and the backend flags (cuDNN autotuning, TF32) are in effect
+while each setting is timed, printed with it, and restored."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,6 @@ import torch
 from click.testing import CliRunner
 
 from spherehead.cli import main
-from spherehead.ops import conv_autograd
 from spherehead.train import bench_step
 from spherehead.train.backend import BackendFlags, describe_current
 from spherehead.train.bench_step import StepSetting
@@ -31,58 +31,65 @@ def test_backend_flags_are_set_in_the_block_and_restored():
     assert _flags() == before
     with pytest.raises(ValueError, match='tf32'):
         BackendFlags(tf32='maybe')
-    with pytest.raises(ValueError, match='conv_autograd'):
-        StepSetting(conv_autograd='mine')
+    with pytest.raises(ValueError, match='variant'):
+        StepSetting(variant='mine')
 
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """train_passes replaced by four no-op passes that record the flags and the switch they ran under."""
+    """train_passes replaced by four no-op passes that record the flags and the switches they ran under."""
     seen = []
 
     def fake_train_passes(preset_name, batch, device, neural_res=None, precision='fp32'):
         from spherehead.train.config import default_config
-        record = lambda: seen.append(_flags() + (os.environ.get(conv_autograd.ENV_DISABLE),))
+        record = lambda: seen.append(_flags() + tuple(os.environ.get(e) for e in bench_step.SWITCHES.values()))
         return default_config(preset_name), neural_res or 64, {k: record for k in ('g_main', 'g_reg', 'd_main', 'd_r1')}
 
     monkeypatch.setattr(bench_step, 'train_passes', fake_train_passes)
-    monkeypatch.delenv(conv_autograd.ENV_DISABLE, raising=False)
+    for env in bench_step.SWITCHES.values():
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv('SPHEREHEAD_NO_FAST_FC', '1')     # the user's own setting, overridden and restored
     return seen
 
 
 def test_train_step_runs_every_combination_under_its_flags(recorded):
     before = _flags()
     res = CliRunner().invoke(main, ['bench', '--what', 'train-step', '--config', 'tiny', '--device', 'cpu', '--repeat', '1',
-                                    '--path', 'fast', '--conv-autograd', 'torch', '--conv-autograd', 'ours',
+                                    '--path', 'fast', '--variant', 'none', '--variant', 'no-fast-demod',
                                     '--cudnn-benchmark', 'off', '--cudnn-benchmark', 'on', '--tf32', 'off'])
     assert res.exit_code == 0, res.output
     blocks = [ln for ln in res.stdout.splitlines() if ln.startswith('-- ')]
+    head = '-- reference (PyTorch reference), precision mixed, '
     assert blocks == [
-        '-- reference (PyTorch reference), precision mixed, conv autograd torch, cudnn.benchmark off, TF32 convolutions off, matmuls off',
-        '-- reference (PyTorch reference), precision mixed, conv autograd torch, cudnn.benchmark on, TF32 convolutions off, matmuls off',
-        '-- reference (PyTorch reference), precision mixed, conv autograd ours, cudnn.benchmark off, TF32 convolutions off, matmuls off',
-        '-- reference (PyTorch reference), precision mixed, conv autograd ours, cudnn.benchmark on, TF32 convolutions off, matmuls off']
+        head + 'without conv-autograd, fast-demod, fast-fc; cudnn.benchmark off, TF32 convolutions off, matmuls off',
+        head + 'without conv-autograd, fast-demod, fast-fc; cudnn.benchmark on, TF32 convolutions off, matmuls off',
+        head + 'without fast-demod; cudnn.benchmark off, TF32 convolutions off, matmuls off',
+        head + 'without fast-demod; cudnn.benchmark on, TF32 convolutions off, matmuls off']
     assert 'note: --path fast needs CUDA; timing the reference' in res.stdout
-    # 4 passes x (1 warm-up + 1 timed) per setting, each under its setting
-    expected = [(False, False, False, '1'), (True, False, False, '1'), (False, False, False, '0'), (True, False, False, '0')]
+    # 4 passes x (1 warm-up + 1 timed) per setting, each under its setting:
+    # (cudnn.benchmark, TF32 conv, TF32 matmul, NO_CONV_AUTOGRAD, NO_FAST_DEMOD, NO_FAST_FC)
+    expected = [(False, False, False, '1', '1', '1'), (True, False, False, '1', '1', '1'),
+                (False, False, False, '0', '1', '0'), (True, False, False, '0', '1', '0')]
     assert recorded == [e for e in expected for _ in range(8)]
-    assert sum(ln.startswith('speed-up (reference mixed [conv torch, benchmark off, tf32 off] / ')
+    assert sum(ln.startswith('speed-up (reference mixed [none, benchmark off, tf32 off] / ')
                for ln in res.stdout.splitlines()) == 3
-    assert _flags() == before and conv_autograd.ENV_DISABLE not in os.environ
+    assert _flags() == before and os.environ['SPHEREHEAD_NO_FAST_FC'] == '1'
+    assert 'SPHEREHEAD_NO_CONV_AUTOGRAD' not in os.environ
 
 
-def test_train_step_default_is_ours_with_torchs_flags(recorded):
+def test_train_step_default_is_all_with_torchs_flags(recorded):
     res = CliRunner().invoke(main, ['bench', 'train-step', '--config', 'tiny', '--device', 'cpu', '--repeat', '1'])
     assert res.exit_code == 0, res.output
     blocks = [ln for ln in res.stdout.splitlines() if ln.startswith('-- ')]
-    assert blocks == [f'-- reference (PyTorch reference), precision mixed, conv autograd ours, {describe_current()}']
-    assert {r[3] for r in recorded} == {'0'} and 'speed-up' not in res.stdout
+    assert blocks == ['-- reference (PyTorch reference), precision mixed, all of conv-autograd, fast-demod, fast-fc; '
+                      + describe_current()]
+    assert {r[3:] for r in recorded} == {('0', '0', '0')} and 'speed-up' not in res.stdout
 
 
 @pytest.mark.parametrize('args,option', [
     (['--what', 'sampler', '--tf32', 'off'], '--tf32'),
     (['--what', 'orbit', '--cudnn-benchmark', 'on'], '--cudnn-benchmark'),
-    (['--what', 'generator', '--conv-autograd', 'torch'], '--conv-autograd'),
+    (['--what', 'generator', '--variant', 'none'], '--variant'),
     (['--what', 'train-step', '--tf32', 'half'], '--tf32'),
 ])
 def test_train_step_options_elsewhere_are_one_line_errors(args, option):

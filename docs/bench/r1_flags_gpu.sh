@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Issue 22 on one GPU (under 4 minutes on one H200): R1 with torch's convolution autograd vs ours
-# (spherehead.ops.conv_autograd), cuDNN autotuning off/on and TF32 torch-default/off for ours, a
-# profile of the R1 pass, and CUDA tests (conv_autograd; two training steps). Results under $OUT.
+# Issue 22 on one GPU (under 4 minutes on one H200): the training step before this round's
+# formulations, with each of them off in turn, and with all on (R1's convolution autograd,
+# spherehead.ops.conv_autograd; the demodulation and dense-layer formulas, networks/layers.py);
+# cuDNN autotuning off/on x TF32 torch-default/off with all on; a profile of the R1 pass; CUDA
+# tests (conv_autograd, fast layers, two training steps). Results under $OUT.
 #
 #   OUT=/tmp/out bash docs/bench/r1_flags_gpu.sh
 #   OUT=/tmp/out DEVICE=cpu CFG=tiny NEURAL=16 REPEAT=1 bash docs/bench/r1_flags_gpu.sh   # its CPU check
 #
-# Order: the kernels build while the conv_autograd CUDA tests run (those use the PyTorch FIR and
-# bias_act, so they need no kernel); then the timings (the figures that matter come first, so a
+# Order: the kernels build while the CUDA tests of conv_autograd and the fast layers run (those use
+# the PyTorch FIR and bias_act, so they need no kernel); then the timings (the figures that matter come first, so a
 # cut-off run still returns them), the R1 profile, and two training steps on CUDA.
 set -uo pipefail
 OUT=${OUT:?set OUT}; DEVICE=${DEVICE:-cuda}; CFG=${CFG:-paper}; NEURAL=${NEURAL:-64}; REPEAT=${REPEAT:-10}
@@ -22,16 +24,17 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/steps.txt"; }
 
 if [ "$DEVICE" = cuda ]; then $PY -m spherehead.ops.build > "$OUT/build.txt" 2>&1 & BUILD=$!; fi
 SPHEREHEAD_NO_CUDA_KERNELS=1 $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_conv_autograd.py \
-  > "$OUT/pytest_conv_autograd.txt" 2>&1; rc=$?
-stamp "pytest -m cuda tests/test_conv_autograd.py: exit $rc ($(tail -1 "$OUT/pytest_conv_autograd.txt"))"
+  tests/test_fast_layers.py > "$OUT/pytest_conv_layers.txt" 2>&1; rc=$?
+stamp "pytest -m cuda tests/test_conv_autograd.py tests/test_fast_layers.py: exit $rc ($(tail -1 "$OUT/pytest_conv_layers.txt"))"
 if [ -n "${BUILD:-}" ]; then wait $BUILD; rc=$?; stamp "kernel build: exit $rc ($(tail -1 "$OUT/build.txt"))"; fi
 
 BENCH=($PY -m spherehead bench train-step --config "$CFG" --batch 4 --neural "$NEURAL" --precision mixed --path fast
        --device "$DEVICE" --repeat "$REPEAT")
-# 1. R1: torch's convolution autograd (before) vs ours, torch's default flags.
-"${BENCH[@]}" --conv-autograd torch --conv-autograd ours 2>&1 | tee "$OUT/bench_r1.txt"; rc=${PIPESTATUS[0]}
-stamp "bench R1 before/after: exit $rc"
-# 2. The released flags, for ours: cuDNN autotuning off/on x TF32 torch's default/off.
+# 1. Before (none), each formulation off in turn, all on; torch's default flags.
+"${BENCH[@]}" --variant none --variant no-conv-autograd --variant no-fast-demod --variant no-fast-fc --variant all \
+  2>&1 | tee "$OUT/bench_variants.txt"; rc=${PIPESTATUS[0]}
+stamp "bench variants: exit $rc"
+# 2. The released flags, all formulations on: cuDNN autotuning off/on x TF32 torch's default/off.
 "${BENCH[@]}" --cudnn-benchmark off --cudnn-benchmark on --tf32 torch --tf32 off 2>&1 | tee "$OUT/bench_flags.txt"
 rc=${PIPESTATUS[0]}; stamp "bench flags: exit $rc"
 # 3. Where R1's time goes now (torch.profiler table, prof_d_r1_mixed.txt).

@@ -57,9 +57,11 @@ def _step_setting_options(f):
     f = click.option('--cudnn-benchmark', type=click.Choice(['off', 'on']), multiple=True, default=('off',),
                      show_default=True, help='train-step: cuDNN autotuning (torch.backends.cudnn.benchmark; '
                      'the released loop turns it on)')(f)
-    f = click.option('--conv-autograd', type=click.Choice(['ours', 'torch']), multiple=True, default=('ours',),
-                     show_default=True, help="train-step: 'ours' = spherehead.ops.conv_autograd (cheap R1), "
-                     "'torch' = torch's convolution autograd (SPHEREHEAD_NO_CONV_AUTOGRAD=1)")(f)
+    f = click.option('--variant', type=click.Choice(['all', 'no-conv-autograd', 'no-fast-demod', 'no-fast-fc',
+                                                      'none']), multiple=True, default=('all',), show_default=True,
+                     help="train-step: which formulations run: 'all'; all but one ('no-conv-autograd': torch's "
+                     "convolution autograd in R1, 'no-fast-demod': demodulation from the per-sample kernels, "
+                     "'no-fast-fc': dense layers with separate gain multiplies); 'none' (the code before them)")(f)
     f = click.option('--path', type=click.Choice(['reference', 'fast']), multiple=True, default=None,
                      help='train-step: PyTorch reference and/or CUDA kernels  [default: both on CUDA]')(f)
     return f
@@ -81,7 +83,7 @@ def _step_setting_options(f):
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='timed runs per measurement')
 @click.pass_context
-def bench(ctx, what, preset_name, batch, neural, precision, path, conv_autograd, cudnn_benchmark, tf32, device,
+def bench(ctx, what, preset_name, batch, neural, precision, path, variant, cudnn_benchmark, tf32, device,
           repeat) -> None:
     """Benchmarks (speed, memory), printed with date, device, torch version and config.
 
@@ -94,7 +96,7 @@ def bench(ctx, what, preset_name, batch, neural, precision, path, conv_autograd,
     if what is None:
         click.echo(ctx.get_help())
         return
-    step_options = dict(path=path or None, conv_autograd=conv_autograd, cudnn_benchmark=cudnn_benchmark, tf32=tf32)
+    step_options = dict(path=path or None, variant=variant, cudnn_benchmark=cudnn_benchmark, tf32=tf32)
     if what == 'train-step':
         ctx.invoke(train_step, preset_name=preset_name, batch=batch, neural=neural, precision=precision,
                    device=device, repeat=repeat, **step_options)
@@ -233,11 +235,11 @@ def fir(case, dtype, device, repeat):
 @_step_setting_options
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='Timed runs  [default: 10 on CUDA, 2 on CPU]')
-def train_step(preset_name, batch, neural, precision, path, conv_autograd, cudnn_benchmark, tf32, device, repeat):
+def train_step(preset_name, batch, neural, precision, path, variant, cudnn_benchmark, tf32, device, repeat):
     """One training iteration (G, density reg, D with ViCo, R1), ms per pass and amortised, img/s, peak memory.
 
     \b
-    Repeat --path, --conv-autograd, --cudnn-benchmark, --tf32 to compare: every combination runs,
+    Repeat --path, --variant, --cudnn-benchmark, --tf32 to compare: every combination runs,
     on one set of networks per precision and path; each block names the flags it ran with.
     """
     from spherehead.train.backend import BackendFlags
@@ -251,8 +253,8 @@ def train_step(preset_name, batch, neural, precision, path, conv_autograd, cudnn
     if not chosen:   # --path fast on a CPU: the kernels cannot run, the reference is what runs
         chosen = [('reference', False)]
         click.echo('note: --path fast needs CUDA; timing the reference')
-    settings = [StepSetting(conv, BackendFlags(cudnn_benchmark=bench_on == 'on', tf32=t))
-                for conv in dict.fromkeys(conv_autograd) for bench_on in dict.fromkeys(cudnn_benchmark)
+    settings = [StepSetting(v, BackendFlags(cudnn_benchmark=bench_on == 'on', tf32=t))
+                for v in dict.fromkeys(variant) for bench_on in dict.fromkeys(cudnn_benchmark)
                 for t in dict.fromkeys(tf32)]
     timings = []
     for prec in dict.fromkeys(precision):   # in the order given, once each
@@ -275,9 +277,8 @@ def train_step(preset_name, batch, neural, precision, path, conv_autograd, cudnn
 
 
 def _short(setting) -> str:
-    """'conv ours, benchmark on, tf32 off': a setting in a few words for the speed-up lines."""
-    return (f'conv {setting.conv_autograd}, benchmark {"on" if setting.flags.cudnn_benchmark else "off"}, '
-            f'tf32 {setting.flags.tf32}')
+    """'all, benchmark on, tf32 off': a setting in a few words for the speed-up lines."""
+    return f'{setting.variant}, benchmark {"on" if setting.flags.cudnn_benchmark else "off"}, tf32 {setting.flags.tf32}'
 
 
 @bench.command()

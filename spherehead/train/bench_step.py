@@ -4,9 +4,10 @@ One iteration = G main pass + D main pass, plus the lazy regularisers amortised:
 regulariser every ``density_reg_interval`` G steps and R1 every ``r1_interval`` D steps.
 Each pass is timed with its backward and its Adam step (CUDA events on a GPU).
 
-Besides precision and kernels, a timing can vary its `StepSetting`: our convolution autograd
-(`spherehead.ops.conv_autograd`) or torch's, and the backend flags (cuDNN autotuning, TF32). One
-set of networks serves every setting of a precision (settings change no shapes).
+Besides precision and kernels, a timing can vary its `StepSetting`: which formulations of this
+round run (R1's convolution autograd, the demodulation and dense-layer formulas; each has a
+switch) and the backend flags (cuDNN autotuning, TF32). One set of networks serves every setting
+of a precision (settings change no shapes).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Iterator, Sequence
 import torch
 
 from spherehead.config import NUM_PARSING_CLASSES
+from spherehead.networks.layers import ENV_REFERENCE_DEMOD, ENV_REFERENCE_FC
 from spherehead.networks.precision import set_mixed_precision
 from spherehead.ops import conv_autograd
 from spherehead.train.backend import BackendFlags, describe_current
@@ -30,33 +32,43 @@ from spherehead.train.loop import lazy_adam, optimizer_step
 from spherehead.train.setup import build_networks
 
 
-CONV_AUTOGRAD = ('ours', 'torch')
+# The switchable formulations of this round (issue 22), each a SPHEREHEAD_NO_* variable.
+SWITCHES = {'conv-autograd': conv_autograd.ENV_DISABLE, 'fast-demod': ENV_REFERENCE_DEMOD, 'fast-fc': ENV_REFERENCE_FC}
+# variant -> the formulations it turns off ('all': every one on; 'none': the code before them).
+VARIANTS = {'all': (), 'no-conv-autograd': ('conv-autograd',), 'no-fast-demod': ('fast-demod',),
+            'no-fast-fc': ('fast-fc',), 'none': tuple(SWITCHES)}
 
 
 @dataclasses.dataclass(frozen=True)
 class StepSetting:
-    """conv_autograd: 'ours' (spherehead.ops.conv_autograd, the default) or 'torch' (its own
-    convolution autograd, SPHEREHEAD_NO_CONV_AUTOGRAD=1); flags: cuDNN autotuning and TF32."""
-    conv_autograd: str = 'ours'
+    """variant: which of `SWITCHES` are off (`VARIANTS`); flags: cuDNN autotuning and TF32."""
+    variant: str = 'all'
     flags: BackendFlags = BackendFlags()
 
     def __post_init__(self) -> None:
-        if self.conv_autograd not in CONV_AUTOGRAD:
-            raise ValueError(f'conv_autograd must be one of {", ".join(CONV_AUTOGRAD)}, got {self.conv_autograd!r}')
+        if self.variant not in VARIANTS:
+            raise ValueError(f'variant must be one of {", ".join(VARIANTS)}, got {self.variant!r}')
+
+    def describe_variant(self) -> str:
+        off = VARIANTS[self.variant]
+        return 'all of ' + ', '.join(SWITCHES) if not off else 'without ' + ', '.join(off)
 
     @contextmanager
     def applied(self) -> Iterator[str]:
-        """The setting in effect for a block; yields its description (the flags as actually set)."""
-        old = os.environ.get(conv_autograd.ENV_DISABLE)
-        os.environ[conv_autograd.ENV_DISABLE] = '0' if self.conv_autograd == 'ours' else '1'
+        """The setting in effect for a block (each switch of SWITCHES set to '1' or '0', restored
+        afterwards); yields its description with the flags as actually set."""
+        old = {env: os.environ.get(env) for env in SWITCHES.values()}
+        for name, env in SWITCHES.items():
+            os.environ[env] = '1' if name in VARIANTS[self.variant] else '0'
         try:
             with self.flags.applied():
-                yield f'conv autograd {self.conv_autograd}, {describe_current()}'
+                yield f'{self.describe_variant()}; {describe_current()}'
         finally:
-            if old is None:
-                os.environ.pop(conv_autograd.ENV_DISABLE, None)
-            else:
-                os.environ[conv_autograd.ENV_DISABLE] = old
+            for env, value in old.items():
+                if value is None:
+                    os.environ.pop(env, None)
+                else:
+                    os.environ[env] = value
 
 
 @dataclasses.dataclass
@@ -68,7 +80,7 @@ class StepTiming:
     ms: dict[str, float]              # median ms per pass: g_main, g_reg, d_main, d_r1
     ms_per_iter: float                # amortised over the lazy intervals
     peak_mib: float                   # peak GPU memory (0 on CPU)
-    setting: str = ''                 # StepSetting in words (conv autograd, cuDNN and TF32 flags)
+    setting: str = ''                 # StepSetting in words (formulations, cuDNN and TF32 flags)
 
     @property
     def images_per_s(self) -> float:
