@@ -6,18 +6,21 @@
 # tests (conv_autograd, fast layers, two training steps). Results under $OUT.
 #
 #   OUT=/tmp/out bash docs/bench/r1_flags_gpu.sh
-#   OUT=/tmp/out DEVICE=cpu CFG=tiny NEURAL=16 REPEAT=1 bash docs/bench/r1_flags_gpu.sh   # its CPU check
+#   OUT=/tmp/out DEVICE=cpu CFG=tiny NEURAL=16 REPEAT=1 LIMIT=3600 bash docs/bench/r1_flags_gpu.sh   # its CPU check
 #
 # Order: the kernels build while the CUDA tests of conv_autograd and the fast layers run (those use
 # the PyTorch FIR and bias_act, so they need no kernel); then the timings (the figures that matter come first, so a
 # cut-off run still returns them), the R1 profile, and two training steps on CUDA.
 set -uo pipefail
 OUT=${OUT:?set OUT}; DEVICE=${DEVICE:-cuda}; CFG=${CFG:-paper}; NEURAL=${NEURAL:-64}; REPEAT=${REPEAT:-10}
+LIMIT=${LIMIT:-240}   # seconds the whole session may take
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1 NEURAL
 mkdir -p "$OUT"
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/steps.txt"; }
+# Steps 3 and 4 start only while the session is young enough to finish them inside LIMIT.
+before() { [ $(( $(date +%s) - t0 )) -lt "$1" ] || { stamp "skipped (past $1 s): $2"; return 1; }; }
 { git log -1 --format='commit %h (%cs) %s' 2>/dev/null || echo 'commit: not a git checkout'
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   $PY -c 'import torch, sys; print("torch", torch.__version__, "python", sys.version.split()[0])'; } | tee "$OUT/env.txt"
@@ -38,10 +41,14 @@ stamp "bench variants: exit $rc"
 "${BENCH[@]}" --cudnn-benchmark off --cudnn-benchmark on --tf32 torch --tf32 off 2>&1 | tee "$OUT/bench_flags.txt"
 rc=${PIPESTATUS[0]}; stamp "bench flags: exit $rc"
 # 3. Where R1's time goes now (torch.profiler table, prof_d_r1_mixed.txt).
-$PY docs/bench/profile_passes.py "$CFG" mixed d_r1 2>&1 | tee "$OUT/profile.txt"; rc=${PIPESTATUS[0]}
-stamp "profile d_r1: exit $rc"
+if before $(( LIMIT - 50 )) 'profile d_r1'; then
+  $PY docs/bench/profile_passes.py "$CFG" mixed d_r1 2>&1 | tee "$OUT/profile.txt"; rc=${PIPESTATUS[0]}
+  stamp "profile d_r1: exit $rc"
+fi
 # 4. Two training steps on CUDA with mixed precision (step 0 runs R1 through the kernels and conv_autograd).
-timeout 100 $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_training.py -k 'two_cuda_steps and mixed' \
-  > "$OUT/pytest_training.txt" 2>&1; rc=$?
-stamp "pytest -m cuda tests/test_training.py -k 'two_cuda_steps and mixed': exit $rc ($(tail -1 "$OUT/pytest_training.txt"))"
+if before $(( LIMIT - 60 )) 'two training steps'; then
+  timeout $(( LIMIT - 5 - ($(date +%s) - t0) )) $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_training.py \
+    -k 'two_cuda_steps and mixed' > "$OUT/pytest_training.txt" 2>&1; rc=$?
+  stamp "pytest -m cuda tests/test_training.py -k 'two_cuda_steps and mixed': exit $rc ($(tail -1 "$OUT/pytest_training.txt"))"
+fi
 ls -la "$OUT"
