@@ -7,7 +7,8 @@ buffer names and shapes equal EG3D's so that released checkpoints load by name.
 Two cheaper formulations of the same maths, each with its reference and a switch:
 - demodulation (SPHEREHEAD_NO_FAST_DEMOD=1 for the reference): the coefficients from
   styles^2 @ sum_k(weight^2)^T ([N, O]) instead of squaring and summing the per-sample
-  kernels [N, O, I, kh, kw]; the fused path scales the weight once by styles x dcoefs;
+  kernels [N, O, I, kh, kw] (that product runs at the matmul precision in effect: TF32 where
+  allowed, bf16 under autocast); the fused path scales the weight once by styles x dcoefs;
 - dense layers (SPHEREHEAD_NO_FAST_FC=1): the gains go into addmm's alpha and beta instead of
   separate multiplications of weight and bias (fewer kernel launches).
 """
