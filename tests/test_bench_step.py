@@ -54,8 +54,8 @@ def recorded(monkeypatch):
 
 def test_train_step_runs_every_combination_under_its_flags(recorded):
     before = _flags()
-    res = CliRunner().invoke(main, ['bench', '--what', 'train-step', '--config', 'tiny', '--device', 'cpu', '--repeat', '1',
-                                    '--path', 'fast', '--variant', 'none', '--variant', 'no-fast-demod',
+    res = CliRunner().invoke(main, ['bench', '--what', 'train-step', '--config', 'tiny', '--device', 'cpu',
+                                    '--repeat', '1', '--path', 'fast', '--variant', 'none', '--variant', 'no-fast-demod',
                                     '--cudnn-benchmark', 'off', '--cudnn-benchmark', 'on', '--tf32', 'off'])
     assert res.exit_code == 0, res.output
     blocks = [ln for ln in res.stdout.splitlines() if ln.startswith('-- ')]

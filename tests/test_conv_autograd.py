@@ -204,8 +204,10 @@ def _tiny_d(device='cpu'):
 
 def _real(device='cpu', n=4):
     g = torch.Generator().manual_seed(7)
-    real = {'image': torch.rand(n, 3, 32, 32, generator=g) * 2 - 1, 'image_raw': torch.rand(n, 3, 16, 16, generator=g) * 2 - 1,
-            'image_mask': torch.rand(n, 1, 16, 16, generator=g), 'image_parsing': torch.rand(n, 20, 16, 16, generator=g)}
+    real = {'image': torch.rand(n, 3, 32, 32, generator=g) * 2 - 1,
+            'image_raw': torch.rand(n, 3, 16, 16, generator=g) * 2 - 1,
+            'image_mask': torch.rand(n, 1, 16, 16, generator=g),
+            'image_parsing': torch.rand(n, 20, 16, 16, generator=g)}
     return {k: v.to(device) for k, v in real.items()}, torch.randn(n, 25, generator=g).to(device)
 
 
