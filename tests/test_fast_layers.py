@@ -40,6 +40,25 @@ def test_demodulation_equals_reference(fused, up, noise, k, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize('fused', [False, True])
+def test_demodulation_with_float32_styles_and_float64_weights(fused, monkeypatch):
+    """Synthesis casts ws (hence the styles) to float32; with float64 parameters (the two-process
+    gradient test) the weight is float64: the coefficients follow the reference's promotion."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 4, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    styles = (torch.randn(2, 4, generator=g) + 1).requires_grad_(True)
+    run = lambda: _grads(lambda: modulated_conv2d(x, weight, styles, padding=1, fused_modconv=fused),
+                         (x, weight, styles))
+    fast = run()
+    assert fast[0].dtype == torch.float64 and fast[3].dtype == torch.float32
+    monkeypatch.setenv(L.ENV_REFERENCE_DEMOD, '1')
+    for a, b in zip(fast, run()):
+        # the styles' gradient is computed in float64 and rounded to float32 (an ulp or two apart)
+        tol = 1e-10 if a.dtype == torch.float64 else 1e-6
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
 def test_fast_demodulation_builds_no_per_sample_kernel(monkeypatch):
     """The training path (not fused) no longer materialises [N, O, I, kh, kw]: no tensor of
     N * O * I * 9 elements is created in its forward."""

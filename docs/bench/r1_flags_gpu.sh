@@ -3,14 +3,16 @@
 # formulations, with each of them off in turn, and with all on (R1's convolution autograd,
 # spherehead.ops.conv_autograd; the demodulation and dense-layer formulas, networks/layers.py);
 # cuDNN autotuning off/on x TF32 torch-default/off with all on; a profile of the R1 pass; CUDA
-# tests (conv_autograd, fast layers, two training steps). Results under $OUT.
+# tests (conv_autograd, fast layers, two training steps); with time left, before/after under both
+# gradient exchanges (--grad-sync flat|overlap). Results under $OUT.
 #
 #   OUT=/tmp/out bash docs/bench/r1_flags_gpu.sh
 #   OUT=/tmp/out DEVICE=cpu CFG=tiny NEURAL=16 REPEAT=1 LIMIT=3600 bash docs/bench/r1_flags_gpu.sh   # its CPU check
 #
 # Order: the kernels build while the CUDA tests of conv_autograd and the fast layers run (those use
 # the PyTorch FIR and bias_act, so they need no kernel); then the timings (the figures that matter come first, so a
-# cut-off run still returns them), the R1 profile, and two training steps on CUDA.
+# cut-off run still returns them), the R1 profile, two training steps on CUDA, and the gradient
+# exchanges.
 set -uo pipefail
 OUT=${OUT:?set OUT}; DEVICE=${DEVICE:-cuda}; CFG=${CFG:-paper}; NEURAL=${NEURAL:-64}; REPEAT=${REPEAT:-10}
 LIMIT=${LIMIT:-240}   # seconds the whole session may take
@@ -19,7 +21,7 @@ export PYTHONUNBUFFERED=1 NEURAL
 mkdir -p "$OUT"
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/steps.txt"; }
-# Steps 3 and 4 start only while the session is young enough to finish them inside LIMIT.
+# Steps 3, 4 and 5 start only while the session is young enough to finish them inside LIMIT.
 before() { [ $(( $(date +%s) - t0 )) -lt "$1" ] || { stamp "skipped (past $1 s): $2"; return 1; }; }
 { git log -1 --format='commit %h (%cs) %s' 2>/dev/null || echo 'commit: not a git checkout'
   [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -31,7 +33,9 @@ SPHEREHEAD_NO_CUDA_KERNELS=1 $PY -m pytest -q -p no:cacheprovider -m cuda tests/
 stamp "pytest -m cuda tests/test_conv_autograd.py tests/test_fast_layers.py: exit $rc ($(tail -1 "$OUT/pytest_conv_layers.txt"))"
 if [ -n "${BUILD:-}" ]; then wait $BUILD; rc=$?; stamp "kernel build: exit $rc ($(tail -1 "$OUT/build.txt"))"; fi
 
-BENCH=($PY -m spherehead bench train-step --config "$CFG" --batch 4 --neural "$NEURAL" --precision mixed --path fast
+# The fast path (CUDA kernels); on a CPU only the reference runs (bench refuses --path fast there).
+FAST=fast; [ "$DEVICE" = cuda ] || FAST=reference
+BENCH=($PY -m spherehead bench train-step --config "$CFG" --batch 4 --neural "$NEURAL" --precision mixed --path $FAST
        --device "$DEVICE" --repeat "$REPEAT")
 # 1. Before (none), each formulation off in turn, all on; torch's default flags.
 "${BENCH[@]}" --variant none --variant no-conv-autograd --variant no-fast-demod --variant no-fast-fc --variant all \
@@ -50,5 +54,13 @@ if before $(( LIMIT - 60 )) 'two training steps'; then
   timeout $(( LIMIT - 5 - ($(date +%s) - t0) )) $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_training.py \
     -k 'two_cuda_steps and mixed' > "$OUT/pytest_training.txt" 2>&1; rc=$?
   stamp "pytest -m cuda tests/test_training.py -k 'two_cuda_steps and mixed': exit $rc ($(tail -1 "$OUT/pytest_training.txt"))"
+fi
+# 5. Only with time left (about 45 s): before (none) and all on under both gradient exchanges
+# (issue 25; one GPU exchanges nothing, the modes differ in their buffers and bookkeeping), timed
+# interleaved; ties the figures of step 1 (default: overlap) to the flat path of earlier sessions.
+if before $(( LIMIT - 55 )) 'bench variants x grad-sync'; then
+  timeout $(( LIMIT - 5 - ($(date +%s) - t0) )) "${BENCH[@]}" --variant none --variant all --grad-sync flat \
+    --grad-sync overlap 2>&1 | tee "$OUT/bench_grad_sync.txt"; rc=${PIPESTATUS[0]}
+  stamp "bench variants x grad-sync: exit $rc"
 fi
 ls -la "$OUT"

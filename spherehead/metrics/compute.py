@@ -192,7 +192,7 @@ _RUN: dict[str, Callable[[_Context, int], float]] = {
 
 def compute_metrics(G, dataset, metrics: str | list[str], num: int | None = None, device: str | torch.device = 'cpu',
                     inception: str | None = None, seed: int = 0, progress: bool = True, batch_size: int = 8,
-                    cache_dir: str | os.PathLike | None = None) -> dict[str, float]:
+                    cache_dir: str | os.PathLike | None = None, feature_net=None) -> dict[str, float]:
     """Compute ``metrics`` for generator G; returns {name: value} in the order asked.
 
     dataset: a DatasetOptions or a path (needed by the FID / KID metrics; every image is used,
@@ -200,7 +200,10 @@ def compute_metrics(G, dataset, metrics: str | list[str], num: int | None = None
     mirror_score) per metric; None = each metric's default (50k for fid50k_full). inception:
     the feature network file (else $SPHEREHEAD_INCEPTION). seed: first latent seed; camera
     picks and KID subsets derive from it. cache_dir: keep dataset features there between calls
-    (training snapshots). The generator is used in eval mode without gradients and left as it was.
+    (training snapshots). feature_net: another feature network for the FID / KID metrics (same call
+    convention as the Inception one, e.g. ``spherehead.metrics.vgg16.VGGFeatureNetwork``: the values
+    are then Fréchet distances on its features, not FID). The generator is used in eval mode without
+    gradients and left as it was.
     """
     names = parse_metrics(metrics)
     if num is not None and num < 2:
@@ -208,7 +211,7 @@ def compute_metrics(G, dataset, metrics: str | list[str], num: int | None = None
     ds = net = None
     if needs_dataset(names):
         from spherehead.metrics.inception import load_feature_network
-        net = load_feature_network(inception, device)
+        net = feature_net if feature_net is not None else load_feature_network(inception, device)
         ds = _metrics_dataset(dataset)
     was_training = G.training
     G.eval()

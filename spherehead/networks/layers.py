@@ -67,8 +67,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     w = dcoefs = None
     if demodulate and not switch_set(ENV_REFERENCE_DEMOD):
-        # sum_{i,k} (weight[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k weight[o,i,k]^2.
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()   # [N, O]
+        # sum_{i,k} (weight[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k weight[o,i,k]^2. In the dtype the
+        # reference's product weight * styles promotes to (the matmul takes no mixed dtypes).
+        dtype = torch.result_type(weight, styles)
+        dcoefs = (styles.to(dtype).square() @ weight.to(dtype).square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()   # [N, O]
         if fused_modconv:
             scale = dcoefs.unsqueeze(2) * styles.unsqueeze(1)                              # [N, O, I]
             w = weight.unsqueeze(0) * scale.reshape(batch, out_channels, in_channels, 1, 1)

@@ -18,6 +18,7 @@ import torch
 from click.core import ParameterSource
 
 from spherehead.tools import cli_common as cc
+from spherehead.train.bench_step import BENCH_GRAD_SYNCS
 from spherehead.train.config import PRECISIONS
 from spherehead.tools.bench_paths import kernels, time_ms as _time_ms
 
@@ -49,7 +50,14 @@ def _cpu_note(device: torch.device) -> None:
                    f'peak memory is measured on CUDA only (shown as -); figures that matter come from a GPU')
 
 
-def _step_setting_options(f):
+_GRAD_SYNC_HELP = ("train-step: gradient exchange, repeat to compare (timed interleaved): 'overlap' (training's "
+                   "default: bucket views, NaN/Inf cleaned in place), 'flat' (one flat buffer, the reference), "
+                   "'overlap+hooks' (overlap plus the per-parameter hooks and bucket bookkeeping it runs with "
+                   "several GPUs; one rank exchanges nothing)")
+_PATH_HELP = "train-step: 'fast' (CUDA kernels) and/or 'reference' (PyTorch)  [default: both on CUDA]"
+
+
+def _step_options(f):
     """train-step's comparison axes (each may be repeated; every combination runs)."""
     f = click.option('--tf32', type=click.Choice(['torch', 'off', 'on']), multiple=True, default=('torch',),
                      show_default=True, help="train-step: 'torch' = torch's defaults (TF32 in cuDNN convolutions, "
@@ -62,8 +70,10 @@ def _step_setting_options(f):
                      help="train-step: which formulations run: 'all'; all but one ('no-conv-autograd': torch's "
                      "convolution autograd in R1, 'no-fast-demod': demodulation from the per-sample kernels, "
                      "'no-fast-fc': dense layers with separate gain multiplies); 'none' (the code before them)")(f)
-    f = click.option('--path', type=click.Choice(['reference', 'fast']), multiple=True, default=None,
-                     help='train-step: PyTorch reference and/or CUDA kernels  [default: both on CUDA]')(f)
+    f = click.option('--grad-sync', 'grad_sync', type=click.Choice(BENCH_GRAD_SYNCS), multiple=True,
+                     default=('overlap',), show_default=True, help=_GRAD_SYNC_HELP)(f)
+    f = click.option('--path', 'path_names', type=click.Choice(['fast', 'reference']), multiple=True,
+                     help=_PATH_HELP)(f)
     return f
 
 
@@ -79,12 +89,12 @@ def _step_setting_options(f):
               help="train-step: 'mixed' (the training default: float16 in D's top resolutions and the "
                    "super-resolution), 'fp32' or 'bf16' (autocast), repeat to compare; generator and "
                    "orbit: 'fp32' (their default) or 'mixed'")
-@_step_setting_options
+@_step_options
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='timed runs per measurement')
 @click.pass_context
-def bench(ctx, what, preset_name, batch, neural, precision, path, variant, cudnn_benchmark, tf32, device,
-          repeat) -> None:
+def bench(ctx, what, preset_name, batch, neural, precision, path_names, grad_sync, variant, cudnn_benchmark, tf32,
+          device, repeat) -> None:
     """Benchmarks (speed, memory), printed with date, device, torch version and config.
 
     \b
@@ -96,15 +106,17 @@ def bench(ctx, what, preset_name, batch, neural, precision, path, variant, cudnn
     if what is None:
         click.echo(ctx.get_help())
         return
-    step_options = dict(path=path or None, variant=variant, cudnn_benchmark=cudnn_benchmark, tf32=tf32)
+    step_options = dict(path_names=path_names, grad_sync=grad_sync, variant=variant,
+                        cudnn_benchmark=cudnn_benchmark, tf32=tf32)
     if what == 'train-step':
         ctx.invoke(train_step, preset_name=preset_name, batch=batch, neural=neural, precision=precision,
                    device=device, repeat=repeat, **step_options)
         return
     for name, value in step_options.items():
         if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+            option = next(p.opts[0] for p in ctx.command.params if p.name == name)
             raise click.BadParameter(f'{", ".join(value)} given for {what}; it is an option of train-step only',
-                                     param_hint=f'--{name.replace("_", "-")}')
+                                     param_hint=option)
     if what == 'sampler':
         ctx.invoke(sampler, N=batch, device=device, repeat=repeat)
     elif what in ('generator', 'orbit', 'marcher'):
@@ -232,15 +244,17 @@ def fir(case, dtype, device, repeat):
 @click.option('--precision', type=click.Choice(PRECISIONS), multiple=True, default=('mixed',), show_default=True,
               help="'mixed' = float16 in D's top resolutions and the super-resolution (the training "
                    "default), 'bf16' = autocast (CUDA); repeat to compare")
-@_step_setting_options
+@_step_options
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='Timed runs  [default: 10 on CUDA, 2 on CPU]')
-def train_step(preset_name, batch, neural, precision, path, variant, cudnn_benchmark, tf32, device, repeat):
+def train_step(preset_name, batch, neural, precision, path_names, grad_sync, variant, cudnn_benchmark, tf32, device,
+               repeat):
     """One training iteration (G, density reg, D with ViCo, R1), ms per pass and amortised, img/s, peak memory.
 
     \b
-    Repeat --path, --variant, --cudnn-benchmark, --tf32 to compare: every combination runs,
-    on one set of networks per precision and path; each block names the flags it ran with.
+    Repeat --path, --grad-sync, --variant, --cudnn-benchmark, --tf32 to compare: every combination
+    runs, on one set of networks per precision, path and gradient exchange mode (the modes timed
+    interleaved); each block names the flags it ran with.
     """
     from spherehead.train.backend import BackendFlags
     from spherehead.train.bench_step import StepSetting, bench_train_step
@@ -249,10 +263,14 @@ def train_step(preset_name, batch, neural, precision, path, variant, cudnn_bench
     click.echo(_header(device))
     _cpu_note(device)
     from spherehead.tools.bench_paths import paths
-    chosen = [(name, on) for name, on in paths(device) if not path or name in path]
-    if not chosen:   # --path fast on a CPU: the kernels cannot run, the reference is what runs
-        chosen = [('reference', False)]
-        click.echo('note: --path fast needs CUDA; timing the reference')
+    chosen = [(name, on) for name, on in paths(device) if not path_names or name in path_names]
+    if not chosen:
+        raise click.BadParameter(f'{", ".join(path_names)}: only the reference runs on {device.type}',
+                                 param_hint='--path')
+    grad_sync = tuple(dict.fromkeys(grad_sync or ('overlap',)))
+    if len(grad_sync) > 1:
+        click.echo(f'gradient exchange modes {", ".join(grad_sync)} timed interleaved, each on its own networks '
+                   '(each peak memory includes the other copies)')
     settings = [StepSetting(v, BackendFlags(cudnn_benchmark=bench_on == 'on', tf32=t))
                 for v in dict.fromkeys(variant) for bench_on in dict.fromkeys(cudnn_benchmark)
                 for t in dict.fromkeys(tf32)]
@@ -261,13 +279,18 @@ def train_step(preset_name, batch, neural, precision, path, variant, cudnn_bench
         for name, on in chosen:
             with kernels(on):
                 runs = bench_train_step(preset_name, batch, device, neural_res=neural, precision=prec,
-                                        warmup=3 if device.type == 'cuda' else 1, repeat=repeat, settings=settings)
-            for setting, timing in zip(settings, runs):
-                label = f'{name} {prec}' + (f' [{_short(setting)}]' if len(settings) > 1 else '')
+                                        warmup=3 if device.type == 'cuda' else 1, repeat=repeat,
+                                        grad_syncs=grad_sync, settings=settings)
+            # runs: setting after setting, the exchange modes of each in order
+            for i, timing in enumerate(runs):
+                setting = settings[i // len(grad_sync)]
+                # the label names an axis where it varies (the speed-up lines compare labels)
+                label = (f'{name} {prec}' + (f' {timing.grad_sync}' if len(grad_sync) > 1 else '')
+                         + (f' [{_short(setting)}]' if len(settings) > 1 else ''))
                 timings.append((label, timing))
                 click.echo(f'-- {name} ({"CUDA kernels" if on else "PyTorch reference"}), precision {prec}, '
                            f'{timing.setting}')
-                for line in timing.lines()[1:]:
+                for line in timing.lines(with_setting=False):   # the header names the setting
                     click.echo(line)
     if len(timings) > 1:
         base_label, base = timings[0]

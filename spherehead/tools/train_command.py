@@ -5,6 +5,7 @@ Train SphereHead (or a tri-plane / tri-grid / single-sphere baseline) on an EG3D
 
     python train.py --data heads.zip --outdir runs --cfg demo --kimg 1000 --batch 32
     torchrun --nproc_per_node=4 train.py --data heads.zip --outdir runs --cfg paper --batch 32
+    torchrun --nproc_per_node=8 train.py --data heads.zip --outdir runs --cfg paper --batch-gpu 4
     python train.py --config runs/00003-.../training_options.json --resume runs/00003-.../
 
 Phases, ViCo, the parsing branch and every loss term follow ../shared/DESIGN.md; the resolved
@@ -21,18 +22,19 @@ from click.core import ParameterSource
 from spherehead.config import PRESETS, REPRESENTATIONS
 from spherehead.errors import UserError
 from spherehead.tools import cli_common as cc
-from spherehead.train.config import PRECISIONS
+from spherehead.train.config import GRAD_SYNCS, PRECISIONS
 
 # option name -> (section of TrainingConfig or None, field name)
 _FIELDS = {
-    'kimg': (None, 'kimg'), 'batch': (None, 'batch'), 'snap': (None, 'snap_kimg'), 'tick': (None, 'tick_kimg'),
+    'kimg': (None, 'kimg'), 'batch': (None, 'batch'), 'batch_gpu': (None, 'batch_gpu'),
+    'snap': (None, 'snap_kimg'), 'tick': (None, 'tick_kimg'),
     'seed': (None, 'seed'), 'resume': (None, 'resume'), 'outdir': (None, 'outdir'),
     'lr_g': (None, 'lr_g'), 'lr_d': (None, 'lr_d'), 'precision': (None, 'precision'), 'workers': (None, 'workers'),
     'neural_res': (None, 'neural_rendering_resolution_initial'),
     'neural_res_final': (None, 'neural_rendering_resolution_final'),
     'neural_res_fade_kimg': (None, 'neural_rendering_resolution_fade_kimg'),
     'metrics_num': (None, 'metrics_num'), 'inception': (None, 'inception'), 'device': (None, 'device'),
-    'grid_seeds': (None, 'grid_seeds'),
+    'grid_seeds': (None, 'grid_seeds'), 'grad_sync': (None, 'grad_sync'),
     'data': ('data', 'path'), 'xflip': ('data', 'xflip'), 'rebalance': ('data', 'rebalance'),
     'phase1_kimg': ('phases', 'phase1_end_kimg'), 'phase2_kimg': ('phases', 'phase2_end_kimg'),
     'front_yaw': ('phases', 'front_yaw_deg'), 'vico_weight': ('phases', 'vico_weight'),
@@ -71,9 +73,21 @@ def build_config(ctx: click.Context, opts: dict):
         (sections.setdefault(section, {}) if section else top)[fld] = value
     for section, changes in sections.items():
         top[section] = dataclasses.replace(getattr(cfg, section), **changes)
+    if given('batch') and not given('batch_gpu'):
+        top['batch_gpu'] = None          # --batch on the command line beats a file's fixed per-GPU batch
     if opts['metrics']:
         top['metrics'] = tuple(m for m in opts['metrics'].split(',') if m)
     return dataclasses.replace(cfg, **top)
+
+
+def check_batch_options(ctx: click.Context, opts: dict, world_size: int) -> None:
+    """--batch (global) and --batch-gpu (per process) both given must agree on this many processes."""
+    given = lambda name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    if given('batch') and given('batch_gpu') and opts['batch'] != opts['batch_gpu'] * world_size:
+        raise click.UsageError(f"--batch {opts['batch']} and --batch-gpu {opts['batch_gpu']} disagree on {world_size} "
+                               f"process{'es' if world_size > 1 else ''} ({opts['batch_gpu']} x {world_size} = "
+                               f"{opts['batch_gpu'] * world_size}); "
+                               'give one of them (--batch: global, --batch-gpu: per process)', ctx=ctx)
 
 
 @cc.command(name='train')
@@ -86,6 +100,8 @@ def build_config(ctx: click.Context, opts: dict):
 @click.option('--mask/--no-mask', default=True, show_default=True, help='D sees the foreground mask (needs masks)')
 @click.option('--kimg', type=cc.Finite('kimg', 0.001, 1e6), default=25000, show_default=True, help='length of the run')
 @click.option('--batch', type=click.IntRange(1), default=32, show_default=True, help='global batch (all processes)')
+@click.option('--batch-gpu', type=click.IntRange(1), help='fixed batch per process (GPU), as the released recipes '
+              'train: the global batch becomes this x the process count  [default: --batch / processes]')
 @click.option('--snap', type=cc.Finite('snap', 0.001, 1e6), default=200, show_default=True, help='kimg between snapshots')
 @click.option('--tick', type=cc.Finite('tick', 0.001, 1e6), default=4, show_default=True, help='kimg between log lines')
 @click.option('--resume', type=str, help='run folder, training-state-*.pt, our .safetensors or a released .pkl')
@@ -124,6 +140,9 @@ def build_config(ctx: click.Context, opts: dict):
 @click.option('--metrics-num', type=click.IntRange(1), help='images per metric [default: the metric\'s own]')
 @click.option('--inception', type=str, help='Inception network file for FID/KID')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+@click.option('--grad-sync', type=click.Choice(GRAD_SYNCS), default='overlap', show_default=True,
+              help="several processes: 'overlap' all-reduces gradient buckets during the backward pass (as DDP "
+                   "does), 'flat' one all-reduce after it (the reference)")
 @click.option('--dry-run', is_flag=True, help='check the set-up, print the resolved options and exit')
 @click.version_option(package_name='spherehead', prog_name='train.py')
 @click.pass_context
@@ -144,6 +163,8 @@ def main(ctx: click.Context, **opts) -> None:
                             'use --device cpu or install a CUDA build of PyTorch')
     info = dist_utils.init(cfg.device)
     try:
+        check_batch_options(ctx, opts, info.world_size)
+        cfg = cfg.for_world(info.world_size)
         setup.check_batch(cfg, info)
         if info.is_main:
             setup.check_outdir(cfg.outdir)

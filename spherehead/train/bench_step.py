@@ -2,12 +2,16 @@
 
 One iteration = G main pass + D main pass, plus the lazy regularisers amortised: the density
 regulariser every ``density_reg_interval`` G steps and R1 every ``r1_interval`` D steps.
-Each pass is timed with its backward and its Adam step (CUDA events on a GPU).
+Each pass is timed with its backward, its gradient exchange (`GradientSync`, one rank: no
+collective) and its Adam step (CUDA events on a GPU). Several gradient-exchange modes are timed
+interleaved (pass by pass, mode after mode), each on its own copy of the networks, so that a drift
+of the machine's speed during the run falls on all of them alike.
 
-Besides precision and kernels, a timing can vary its `StepSetting`: which formulations of this
-round run (R1's convolution autograd, the demodulation and dense-layer formulas; each has a
-switch) and the backend flags (cuDNN autotuning, TF32). One set of networks serves every setting
-of a precision (settings change no shapes).
+Besides precision, kernels and the gradient exchange, a timing can vary its `StepSetting`: which
+formulations of issue 22 run (R1's convolution autograd, the demodulation and dense-layer formulas;
+each has a switch) and the backend flags (cuDNN autotuning, TF32). The networks of a precision and
+exchange mode serve every setting (settings change no shapes); each setting is in effect while all
+the modes are timed under it.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import dataclasses
 import os
 import statistics
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -27,6 +32,7 @@ from spherehead.ops import conv_autograd
 from spherehead.train.backend import BackendFlags, describe_current
 from spherehead.train.config import TrainingConfig, default_config
 from spherehead.train.distributed import DistInfo
+from spherehead.train.grad_sync import GradientSync
 from spherehead.train.losses import GANLoss
 from spherehead.train.loop import lazy_adam, optimizer_step
 from spherehead.train.setup import build_networks
@@ -80,6 +86,8 @@ class StepTiming:
     ms: dict[str, float]              # median ms per pass: g_main, g_reg, d_main, d_r1
     ms_per_iter: float                # amortised over the lazy intervals
     peak_mib: float                   # peak GPU memory (0 on CPU)
+    grad_sync: str = 'overlap'        # gradient exchange mode (BENCH_GRAD_SYNCS)
+    syncs: dict[str, int] | None = None   # synchronising CUDA calls per pass (CUDA sync debug mode); None on CPU
     setting: str = ''                 # StepSetting in words (formulations, cuDNN and TF32 flags)
 
     @property
@@ -90,14 +98,26 @@ class StepTiming:
     def sec_per_kimg(self) -> float:
         return self.ms_per_iter / self.batch * 1000 / 1000
 
-    def lines(self) -> list[str]:
+    def lines(self, with_setting: bool = True) -> list[str]:
+        """The timing in words; with_setting=False leaves the setting out (a block header that names it)."""
         passes = '  '.join(f'{k} {v:.1f} ms' for k, v in self.ms.items())
         mem = f'{self.peak_mib:.0f} MiB' if self.peak_mib else '-'
-        return [f'config {self.config}  batch {self.batch}  neural {self.neural_res}  precision {self.precision}'
-                + (f'  ({self.setting})' if self.setting else ''),
-                f'per pass (forward + backward + Adam): {passes}',
-                f'iteration (regularisers amortised): {self.ms_per_iter:.1f} ms  {self.images_per_s:.1f} img/s  '
-                f'{self.sec_per_kimg:.1f} s/kimg  peak memory {mem}']
+        config = (f'config {self.config}  batch {self.batch}  neural {self.neural_res}  precision {self.precision}  '
+                  f'grad-sync {self.grad_sync}')
+        lines = [config + (f'  ({self.setting})' if self.setting and with_setting else ''),
+                 f'per pass (forward + backward + gradient exchange + Adam): {passes}',
+                 f'iteration (regularisers amortised): {self.ms_per_iter:.1f} ms  {self.images_per_s:.1f} img/s  '
+                 f'{self.sec_per_kimg:.1f} s/kimg  peak memory {mem}']
+        if self.syncs is not None:
+            lines.append('host synchronisations per pass (torch.cuda.set_sync_debug_mode): '
+                         + '  '.join(f'{k} {v}' for k, v in self.syncs.items()))
+        return lines
+
+
+# Gradient exchange modes a benchmark can time: training's two, plus 'overlap+hooks', the overlap
+# path with the per-parameter hooks and bucket bookkeeping it runs with several ranks (nothing is
+# exchanged on one rank): what those cost the host.
+BENCH_GRAD_SYNCS = ('flat', 'overlap', 'overlap+hooks')
 
 
 def random_batch(cfg: TrainingConfig, n: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -122,11 +142,14 @@ def _timer(device: torch.device):
 
 
 def train_passes(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
-                 precision: str = 'fp32') -> tuple[TrainingConfig, int, dict]:
+                 precision: str = 'fp32', grad_sync: str = 'overlap') -> tuple[TrainingConfig, int, dict]:
     """(config, neural resolution, {pass name: callable running it once}) on random inputs.
 
     Passes: g_main, g_reg (density regulariser), d_main (with ViCo), d_r1; each callable runs
-    the forward, the backward and the Adam step (profilers and benchmarks call them)."""
+    the forward, the backward, the gradient exchange (``grad_sync``, one of BENCH_GRAD_SYNCS)
+    and the Adam step (profilers and benchmarks call them)."""
+    if grad_sync not in BENCH_GRAD_SYNCS:
+        raise ValueError(f"grad_sync must be one of {', '.join(BENCH_GRAD_SYNCS)}, got {grad_sync!r}")
     cfg = default_config(preset_name)
     if neural_res is not None:
         cfg = dataclasses.replace(cfg, neural_rendering_resolution_initial=neural_res)
@@ -139,51 +162,90 @@ def train_passes(preset_name: str, batch: int, device: torch.device, neural_res:
     l = cfg.loss   # the optimisers the trainer builds (lazy-regularisation adjustment, fused on CUDA)
     opt_G = lazy_adam(G.parameters(), 1e-6, cfg.betas, cfg.eps, l.density_reg_interval if l.density_reg > 0 else None)
     opt_D = lazy_adam(D.parameters(), 1e-6, cfg.betas, cfg.eps, l.r1_interval)
+    info = DistInfo(device=device)
+    mode, hooks = grad_sync.split('+')[0], grad_sync.endswith('+hooks')
+    sync_G = GradientSync(G, info, mode, cfg.grad_bucket_mib, hooks=hooks)
+    sync_D = GradientSync(D, info, mode, cfg.grad_bucket_mib, hooks=hooks)
     data = random_batch(cfg, batch, device)
     c = data['label']
     z = lambda: torch.randn(batch, G.z_dim, device=device)
 
-    def run(net, opt, fn):
+    def run(net, opt, sync, fn, key):
         net.requires_grad_(True)
-        optimizer_step(net, opt, DistInfo(device=device), fn)
+        optimizer_step(opt, sync, fn, key)
         net.requires_grad_(False)
 
     passes = {
-        'g_main': lambda: run(G, opt_G, lambda: loss.g_main(z(), c, 'fused', res, 0.0, 0.7)),
-        'g_reg': lambda: run(G, opt_G, lambda: loss.g_density_reg(z(), c, 'fused', 0.7, gain=4)),
-        'd_main': lambda: run(D, opt_D, lambda: loss.d_main(loss.real_inputs(data, res), c, z(), c, 'fused', res,
-                                                             0.0, 0.7, vico_weight=1.0)),
-        'd_r1': lambda: run(D, opt_D, lambda: loss.d_r1(loss.real_inputs(data, res), c, 0.0, gain=16)),
+        'g_main': lambda: run(G, opt_G, sync_G, lambda: loss.g_main(z(), c, 'fused', res, 0.0, 0.7), 'g_main'),
+        'g_reg': lambda: run(G, opt_G, sync_G, lambda: loss.g_density_reg(z(), c, 'fused', 0.7, gain=4), 'g_reg'),
+        'd_main': lambda: run(D, opt_D, sync_D, lambda: loss.d_main(loss.real_inputs(data, res), c, z(), c, 'fused',
+                                                                     res, 0.0, 0.7, vico_weight=1.0), 'd_main'),
+        'd_r1': lambda: run(D, opt_D, sync_D, lambda: loss.d_r1(loss.real_inputs(data, res), c, 0.0, gain=16), 'd_r1'),
     }
     return cfg, res, passes
 
 
+def count_syncs(fn, device: torch.device) -> int | None:
+    """How many synchronising CUDA calls (a host waiting for the GPU: .item(), blocking copies, ...)
+    one call of fn() makes, by torch.cuda.set_sync_debug_mode; None off CUDA."""
+    if device.type != 'cuda':
+        return None
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    return sum('synchroniz' in str(w.message) for w in caught)
+
+
 def bench_train_step(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
                      precision: str = 'fp32', warmup: int = 3, repeat: int = 10,
+                     grad_syncs: Sequence[str] = ('overlap',),
                      settings: Sequence[StepSetting] = (StepSetting(),)) -> list[StepTiming]:
-    """One `StepTiming` per setting, in order, all on the same networks and inputs.
+    """One StepTiming per setting and gradient-exchange mode (setting after setting, the modes of
+    each in the order given), all on the same inputs.
 
-    Peak memory is reset before each setting; with cudnn.benchmark the warm-ups include cuDNN's
-    autotuning of every shape."""
-    cfg, res, passes = train_passes(preset_name, batch, device, neural_res, precision)
+    Each exchange mode has its own copy of the networks, built once and used under every setting;
+    under a setting the modes are timed interleaved (see the module docstring). With several modes
+    every copy stays in memory, so each peak includes the others'. With cudnn.benchmark the
+    warm-ups include cuDNN's autotuning of every shape."""
+    sets = {mode: train_passes(preset_name, batch, device, neural_res, precision, grad_sync=mode)
+            for mode in dict.fromkeys(grad_syncs)}
+    cfg, res, first = next(iter(sets.values()))
     l = cfg.loss
-    timings = []
+    out = []
     for setting in settings:
         with setting.applied() as described:
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-            ms: dict[str, float] = {}
-            for name, fn in passes.items():
-                for _ in range(warmup):
-                    fn()
-                times = []
+            ms: dict[str, dict[str, float]] = {mode: {} for mode in sets}
+            peak = {mode: 0.0 for mode in sets}
+            syncs: dict[str, dict[str, int]] = {mode: {} for mode in sets}
+            for name in first:
+                for mode, (_, _, passes) in sets.items():
+                    for _ in range(warmup):
+                        passes[name]()
+                times: dict[str, list[float]] = {mode: [] for mode in sets}
                 for _ in range(repeat):
-                    stop = _timer(device)
-                    fn()
-                    times.append(stop())
-                ms[name] = statistics.median(times)
-            per_iter = ms['g_main'] + ms['d_main'] + ms['g_reg'] / l.density_reg_interval + ms['d_r1'] / l.r1_interval
-            peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == 'cuda' else 0.0
-        timings.append(StepTiming(preset_name, batch, res, precision, ms, per_iter, peak, described))
-    return timings
+                    for mode, (_, _, passes) in sets.items():
+                        if device.type == 'cuda':
+                            torch.cuda.reset_peak_memory_stats(device)
+                        stop = _timer(device)
+                        passes[name]()
+                        times[mode].append(stop())
+                        if device.type == 'cuda':
+                            peak[mode] = max(peak[mode], torch.cuda.max_memory_allocated(device) / 2 ** 20)
+                for mode, (_, _, passes) in sets.items():
+                    ms[mode][name] = statistics.median(times[mode])
+                    n = count_syncs(passes[name], device)
+                    if n is not None:
+                        syncs[mode][name] = n
+        for mode in sets:
+            m = ms[mode]
+            per_iter = m['g_main'] + m['d_main'] + m['g_reg'] / l.density_reg_interval + m['d_r1'] / l.r1_interval
+            out.append(StepTiming(preset_name, batch, res, precision, m, per_iter, peak[mode], mode,
+                                  syncs[mode] if device.type == 'cuda' else None, described))
+    return out

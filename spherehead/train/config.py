@@ -16,6 +16,7 @@ from spherehead.config import DiscriminatorConfig, GeneratorConfig, check_keys, 
 from spherehead.data.dataset import DatasetOptions
 
 PRECISIONS = ('fp32', 'mixed', 'bf16')
+GRAD_SYNCS = ('overlap', 'flat')                # spherehead.train.grad_sync.GRAD_SYNC_MODES
 
 
 @dataclass
@@ -75,7 +76,9 @@ class TrainingConfig:
     phases: PhaseConfig = field(default_factory=PhaseConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     kimg: float = 25000.0                       # total length
-    batch: int = 32                             # global batch (all ranks)
+    batch: int = 32                             # global batch (all ranks); with batch_gpu set, batch_gpu x ranks
+    batch_gpu: int | None = None                # fixed batch per process (rank), as the released recipes train:
+                                                # more GPUs, a larger global batch; None: batch / ranks
     snap_kimg: float = 200.0                    # kimg between snapshots
     tick_kimg: float = 4.0                      # kimg between log lines
     seed: int = 0
@@ -99,6 +102,9 @@ class TrainingConfig:
     inception: str | None = None
     keep_states: int = 2                        # training-state files kept (older ones deleted)
     device: str = 'auto'                        # 'auto' (cuda if available), 'cpu' or 'cuda'
+    grad_sync: str = 'overlap'                  # several ranks: 'overlap' all-reduces buckets of gradients during the
+                                                # backward (as DDP does); 'flat' one all-reduce after it (the reference)
+    grad_bucket_mib: float = 25.0               # bucket size of 'overlap' (MiB)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
@@ -115,6 +121,12 @@ class TrainingConfig:
             self.data.yaw_range = tuple(self.data.yaw_range)
         self.betas = tuple(float(b) for b in self.betas)
         self.metrics = tuple(self.metrics)
+        if self.batch_gpu is not None and self.batch_gpu < 1:
+            raise ValueError(f'batch_gpu must be >= 1 or null, got {self.batch_gpu}')
+        if self.grad_sync not in GRAD_SYNCS:
+            raise ValueError(f"grad_sync must be one of {', '.join(GRAD_SYNCS)}, got {self.grad_sync!r}")
+        if not self.grad_bucket_mib > 0:
+            raise ValueError(f'grad_bucket_mib must be > 0, got {self.grad_bucket_mib}')
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         d = self.discriminator
@@ -123,6 +135,13 @@ class TrainingConfig:
                              'discriminator.conv_clamp (the family uses 256) or discriminator.num_fp16_res = 0')
 
     # ------------------------------------------------------------------ derived
+    def for_world(self, world_size: int) -> 'TrainingConfig':
+        """This config as it trains on ``world_size`` processes: with batch_gpu set, ``batch`` becomes the
+        global batch batch_gpu x world_size (so a resumed run on another GPU count keeps the per-GPU batch)."""
+        if self.batch_gpu is None or self.batch == self.batch_gpu * world_size:
+            return self
+        return dataclasses.replace(self, batch=self.batch_gpu * world_size)
+
     @property
     def ema_kimg_resolved(self) -> float:
         return self.batch * 10 / 32 if self.ema_kimg is None else self.ema_kimg

@@ -1,9 +1,11 @@
 """torch.distributed helpers for training launched by torchrun (one node or several).
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them the run is a single process.
-GPUs use NCCL, CPUs gloo. Gradients are averaged by one all-reduce of a flat buffer per
-optimiser step (parameters without a gradient in this step contribute zeros), so modules
-that a step did not use (sphere B's head when rendering sphere A) need no special handling.
+GPUs use NCCL, CPUs gloo. `average_gradients` is the reference gradient exchange: one
+all-reduce of a flat buffer after the backward (parameters without a gradient in this step
+contribute zeros, so modules a step did not use, sphere B's head when rendering sphere A, need
+no special handling). Training uses spherehead/train/grad_sync.py, which by default overlaps
+the exchange with the backward pass and keeps this one as its 'flat' mode.
 """
 from __future__ import annotations
 
@@ -105,12 +107,63 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
 
 
 def any_rank(flag: bool, info: DistInfo) -> bool:
-    """True on every rank when any rank says True (e.g. a stop request)."""
+    """True on every rank when any rank says True (e.g. a stop request). Blocks (a host sync)."""
     if not info.enabled:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+class StopVote:
+    """The ranks agree on a stop request without making the host wait for the GPU.
+
+    ``poll(flag, step)``: on one rank, ``flag``. With several ranks, every ``every`` steps each rank
+    sends its flag (an asynchronous all-reduce, copied back into pinned host memory behind an
+    event) and reads the vote it sent ``every`` steps before, long finished by then; so every rank
+    gets the same answer at the same step, within 2 x ``every`` steps of the request, and the GPU
+    queue is never drained for it (a blocking ``.item()`` waits for all queued work).
+    Call ``close()`` after the last poll: it waits for the vote still in flight."""
+
+    def __init__(self, info: DistInfo, every: int):
+        self.info, self.every = info, max(int(every), 1)
+        self._pending = None
+
+    def poll(self, flag: bool, step: int) -> bool:
+        if not self.info.enabled:
+            return flag
+        if step % self.every:
+            return False
+        result = self._read() if self._pending is not None else False
+        self._pending = self._send(flag)
+        return result
+
+    def _send(self, flag: bool):
+        dev = self.info.device
+        if dev.type != 'cuda':
+            t = torch.tensor([1.0 if flag else 0.0])
+            return dist.all_reduce(t, async_op=True), t, None
+        host = torch.tensor([1.0 if flag else 0.0]).pin_memory()
+        t = host.to(dev, non_blocking=True)
+        dist.all_reduce(t, async_op=True).wait()     # NCCL: the stream waits for it, the host does not
+        out = torch.empty(1, pin_memory=True)
+        out.copy_(t, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return None, out, done
+
+    def _read(self) -> bool:
+        work, out, done = self._pending
+        self._pending = None
+        if work is not None:
+            work.wait()
+        if done is not None:
+            done.synchronize()      # recorded `every` steps ago: finished, nothing to wait for
+        return bool(out[0] > 0)
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._read()
 
 
 def barrier(info: DistInfo) -> None:

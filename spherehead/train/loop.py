@@ -28,6 +28,7 @@ from spherehead.train.config import TrainingConfig
 from spherehead.train.data import RealStream, open_datasets
 from spherehead.train.distributed import DistInfo
 from spherehead.train.ema import ema_beta, update_ema
+from spherehead.train.grad_sync import GradientSync
 from spherehead.train.losses import GANLoss
 from spherehead.train.phases import SPHERES, PhaseSchedule
 from spherehead.train.runlog import RunLog, StatsCollector, gpu_memory_gib
@@ -35,7 +36,7 @@ from spherehead.train.snapshot import (atomic_torch_save, grid_latents, prune_st
                                        snapshot_name, snapshot_tag, state_name)
 
 STATE_FORMAT = 'spherehead-training-state'
-STOP_CHECK_STEPS = 8   # steps between the ranks' checks for a stop signal (several ranks only)
+STOP_CHECK_STEPS = 4   # steps between the ranks' votes on a stop signal (several ranks only; read 4 steps later)
 
 LOG_KEYS = ['G/loss', 'G/camera_offset_reg', 'G/density_reg', 'D/loss', 'D/vico', 'D/r1_penalty',
             'D/r1_penalty_seg', 'scores/real', 'scores/fake', 'scores/fake_d', 'scores/real_shuffled']
@@ -75,12 +76,14 @@ def lazy_adam(params, lr: float, betas, eps: float, reg_interval: int | None) ->
                             fused=fused or None)
 
 
-def optimizer_step(net: torch.nn.Module, opt: torch.optim.Optimizer, info: DistInfo, run_pass) -> dict:
+def optimizer_step(opt: torch.optim.Optimizer, sync: GradientSync, run_pass, key: str | None = None) -> dict:
     """One optimiser step: clear the gradients, run_pass() (forward + backward, returns its stats),
-    average the gradients over ranks, step. Returns the pass's stats."""
-    opt.zero_grad(set_to_none=True)
+    average the gradients over ranks (sync: during the backward, or after it in 'flat' mode), step.
+    key names the pass for the exchange (passes that use different parameters need different keys).
+    Returns the pass's stats."""
+    sync.begin(key)
     stats = run_pass()
-    dist_utils.average_gradients(list(net.parameters()), info)
+    sync.finish()
     opt.step()
     return stats
 
@@ -90,6 +93,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainingConfig, info: DistInfo, run_dir: Path, nets: Networks,
                  state: dict | None = None):
+        cfg = cfg.for_world(info.world_size)     # with batch_gpu: the global batch on this many ranks
         self.cfg, self.info, self.run_dir = cfg, info, Path(run_dir)
         dev = info.device
         self.G = nets.G.to(dev).train().requires_grad_(False)
@@ -108,6 +112,9 @@ class Trainer:
         self.d_reg_interval = l.r1_interval if (l.r1_gamma > 0 or l.r1_gamma_seg > 0) else None
         self.opt_G = lazy_adam(self.G.parameters(), cfg.lr_g, cfg.betas, cfg.eps, self.g_reg_interval)
         self.opt_D = lazy_adam(self.D.parameters(), cfg.lr_d, cfg.betas, cfg.eps, self.d_reg_interval)
+        # Gradient exchange over the ranks, bucketed and overlapped with the backward ('overlap'), or flat.
+        self.sync_G = GradientSync(self.G, info, cfg.grad_sync, cfg.grad_bucket_mib)
+        self.sync_D = GradientSync(self.D, info, cfg.grad_sync, cfg.grad_bucket_mib)
         self.progress = Progress()
         self.missing_optimizers: list[str] = []   # set by a resume state without Adam moments
         if state is not None:
@@ -181,21 +188,21 @@ class Trainer:
         # G: fool D; every g_reg_interval steps the density regulariser.
         G.requires_grad_(True)
         labels = lambda: stream.random_labels(n, rng)
-        self.stats.add(optimizer_step(G, self.opt_G, info, lambda: loss.g_main(new_z(), labels(), sphere, res,
-                                                                               blur, swap)))
+        self.stats.add(optimizer_step(self.opt_G, self.sync_G, lambda: loss.g_main(new_z(), labels(), sphere, res,
+                                                                                   blur, swap), f'g_main/{sphere}'))
         if self.g_reg_interval and p.step % self.g_reg_interval == 0:
-            self.stats.add(optimizer_step(G, self.opt_G, info, lambda: loss.g_density_reg(
-                new_z(), labels(), sphere, swap, gain=self.g_reg_interval)))
+            self.stats.add(optimizer_step(self.opt_G, self.sync_G, lambda: loss.g_density_reg(
+                new_z(), labels(), sphere, swap, gain=self.g_reg_interval), f'g_reg/{sphere}'))
         G.requires_grad_(False)
 
         # D: reals up, fakes (and reals under shuffled cameras, with ViCo) down; lazy R1.
         D.requires_grad_(True)
         vico = cfg.phases.vico_weight if phase.vico else 0.0
-        self.stats.add(optimizer_step(D, self.opt_D, info, lambda: loss.d_main(
-            real, c_real, new_z(), labels(), sphere, res, blur, swap, vico)))
+        self.stats.add(optimizer_step(self.opt_D, self.sync_D, lambda: loss.d_main(
+            real, c_real, new_z(), labels(), sphere, res, blur, swap, vico), 'd_main'))
         if self.d_reg_interval and p.step % self.d_reg_interval == 0:
-            self.stats.add(optimizer_step(D, self.opt_D, info, lambda: loss.d_r1(real, c_real, blur,
-                                                                                 gain=self.d_reg_interval)))
+            self.stats.add(optimizer_step(self.opt_D, self.sync_D, lambda: loss.d_r1(real, c_real, blur,
+                                                                                     gain=self.d_reg_interval), 'd_r1'))
         D.requires_grad_(False)
 
         p.nimg += cfg.batch
@@ -291,16 +298,16 @@ class Trainer:
                        dynamic_ncols=True, desc='training')
         tick_start_nimg, tick_start_time = p.nimg, time.time()
         last_snap = p.nimg
+        stop_vote = dist_utils.StopVote(info, STOP_CHECK_STEPS)
         try:
             while p.nimg < total:
                 self.step()
                 if bar is not None:
                     bar.update(cfg.batch)
                 done = p.nimg >= total
-                # With several ranks, agreeing on a stop request is an all-reduce and a host sync:
-                # ask every STOP_CHECK_STEPS steps, not every step (a signal stops within that many).
-                stop = (dist_utils.any_rank(self._stop, info)
-                        if not info.enabled or p.step % STOP_CHECK_STEPS == 0 else False)
+                # With several ranks the stop request is voted on every STOP_CHECK_STEPS steps and the
+                # vote read that many steps later, without a host sync (a signal stops within 2x that).
+                stop = stop_vote.poll(self._stop, p.step)
                 if done or stop or p.nimg >= tick_start_nimg + cfg.tick_kimg * 1000:
                     now = time.time()
                     values = self.stats.reduce(info, LOG_KEYS)
@@ -328,6 +335,7 @@ class Trainer:
                     self.log.line(f'stopped by signal at {p.nimg / 1000:.1f} kimg; state saved; '
                                   f'continue with --resume {self.run_dir}')
                     break
+            stop_vote.close()   # the ranks' last vote, still in flight
         finally:
             if bar is not None:
                 bar.close()

@@ -53,14 +53,21 @@ def check_dataset(cfg: TrainingConfig) -> HeadDataset:
 
 
 def check_batch(cfg: TrainingConfig, info: DistInfo) -> None:
-    if cfg.batch <= 0 or cfg.batch % info.world_size:
-        raise UserError(f'--batch {cfg.batch} does not split over {info.world_size} processes; '
-                        f'use a multiple of {info.world_size}')
-    per_rank = cfg.batch // info.world_size
+    """The batch splits over the ranks and each rank's share over the minibatch-std group
+    (``cfg`` as it trains on ``info.world_size`` ranks: ``cfg.for_world``)."""
+    if cfg.batch_gpu is not None:
+        per_rank, option = cfg.batch_gpu, f'--batch-gpu {cfg.batch_gpu}'
+    else:
+        if cfg.batch <= 0 or cfg.batch % info.world_size:
+            raise UserError(f'--batch {cfg.batch} does not split over {info.world_size} processes; '
+                            f'use a multiple of {info.world_size}')
+        per_rank, option = cfg.batch // info.world_size, f'--batch {cfg.batch}'
     group = min(cfg.discriminator.mbstd_group_size, per_rank)
     if per_rank % group:
-        raise UserError(f'--batch {cfg.batch}: {per_rank} images per process is not a multiple of the '
-                        f'minibatch-std group {group}; use a batch of {info.world_size * group}k')
+        fix = (f'use a multiple of {group}' if cfg.batch_gpu is not None
+               else f'use a batch of {info.world_size * group}k')
+        raise UserError(f'{option}: {per_rank} images per process is not a multiple of the '
+                        f'minibatch-std group {group}; {fix}')
 
 
 def check_outdir(outdir: str) -> None:
@@ -162,7 +169,8 @@ def networks_for(cfg: TrainingConfig) -> tuple[TrainingConfig, Networks, dict | 
 
 def run_description(cfg: TrainingConfig) -> str:
     data = Path(cfg.data.path).name.replace('.zip', '') or 'data'
-    return f'{cfg.cfg}-{cfg.generator.representation}-{data}-batch{cfg.batch}'
+    per_gpu = '' if cfg.batch_gpu is None else f'-pergpu{cfg.batch_gpu}'   # a fixed per-GPU batch shows
+    return f'{cfg.cfg}-{cfg.generator.representation}-{data}-batch{cfg.batch}{per_gpu}'
 
 
 def validate_config_dicts(g: GeneratorConfig, d: DiscriminatorConfig) -> None:
