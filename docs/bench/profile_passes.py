@@ -1,12 +1,12 @@
 """torch.profiler tables of the training passes (docs/performance.md, "Where the time goes now").
 
-    python docs/bench/profile_passes.py [paper|demo|tiny] [mixed|fp32|bf16]
+    python docs/bench/profile_passes.py [paper|demo|tiny] [mixed|fp32|bf16] [PASS,...]
 
-Builds the passes of `spherehead bench train-step` (random inputs, batch 4, neural 64), runs each
-three times, profiles a fourth run, writes prof_<pass>_<precision>.txt (sorted by self CUDA time)
-to $OUT or '.', and prints each pass's summed self CUDA and CPU time over all rows. An operator's
-kernels count both under the operator and as rows of their own, so the CUDA sum is about twice
-the time the GPU spent in kernels.
+Builds the passes of `spherehead bench train-step` (random inputs, batch 4, neural $NEURAL or 64),
+runs each of PASS (default g_main,d_main,d_r1; also g_reg) three times, profiles a fourth run,
+writes prof_<pass>_<precision>.txt (sorted by self CUDA time) to $OUT or '.', and prints each
+pass's summed self CUDA and CPU time over all rows. An operator's kernels count both under the
+operator and as rows of their own, so the CUDA sum is about twice the time the GPU spent in kernels.
 """
 import os
 import sys
@@ -20,11 +20,15 @@ from spherehead.train.bench_step import train_passes  # noqa: E402
 
 preset = sys.argv[1] if len(sys.argv) > 1 else 'paper'
 precision = sys.argv[2] if len(sys.argv) > 2 else 'mixed'
+names = sys.argv[3].split(',') if len(sys.argv) > 3 else ['g_main', 'd_main', 'd_r1']
 out = os.environ.get('OUT', '.')
 device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
-_, _, passes = train_passes(preset, 4, device, 64, precision)
-for name in ('g_main', 'd_main', 'd_r1'):
+_, _, passes = train_passes(preset, 4, device, int(os.environ.get('NEURAL', 64)), precision)
+unknown = sorted(set(names) - set(passes))
+if unknown:
+    sys.exit(f'Error: unknown pass {", ".join(unknown)}; choose from {", ".join(passes)}')
+for name in names:
     for _ in range(3):
         passes[name]()
     if device.type == 'cuda':

@@ -3,6 +3,14 @@
 Weights are stored unscaled (initialised N(0, 1) / lr_multiplier) and scaled at run time:
 weight_gain = lr_multiplier / sqrt(fan_in), bias_gain = lr_multiplier. Parameter and
 buffer names and shapes equal EG3D's so that released checkpoints load by name.
+
+Two cheaper formulations of the same maths, each with its reference and a switch:
+- demodulation (SPHEREHEAD_NO_FAST_DEMOD=1 for the reference): the coefficients from
+  styles^2 @ sum_k(weight^2)^T ([N, O]) instead of squaring and summing the per-sample
+  kernels [N, O, I, kh, kw] (that product runs at the matmul precision in effect: TF32 where
+  allowed, bf16 under autocast); the fused path scales the weight once by styles x dcoefs;
+- dense layers (SPHEREHEAD_NO_FAST_FC=1): the gains go into addmm's alpha and beta instead of
+  separate multiplications of weight and bias (fewer kernel launches).
 """
 from __future__ import annotations
 
@@ -14,9 +22,12 @@ from torch import nn
 
 from spherehead.ops.bias_act import bias_act, default_gain
 from spherehead.ops.conv2d_resample import conv2d_resample
+from spherehead.ops.extension import switch_set
 from spherehead.ops.upfirdn2d import setup_filter
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
+ENV_REFERENCE_DEMOD = 'SPHEREHEAD_NO_FAST_DEMOD'
+ENV_REFERENCE_FC = 'SPHEREHEAD_NO_FAST_FC'
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -55,12 +66,21 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
 
     w = dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)   # [N, O, I, kh, kw]
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()        # [N, O]
+    if demodulate and not switch_set(ENV_REFERENCE_DEMOD):
+        # sum_{i,k} (weight[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k weight[o,i,k]^2. In the dtype the
+        # reference's product weight * styles promotes to (the matmul takes no mixed dtypes).
+        dtype = torch.result_type(weight, styles)
+        dcoefs = (styles.to(dtype).square() @ weight.to(dtype).square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()   # [N, O]
         if fused_modconv:
-            w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+            scale = dcoefs.unsqueeze(2) * styles.unsqueeze(1)                              # [N, O, I]
+            w = weight.unsqueeze(0) * scale.reshape(batch, out_channels, in_channels, 1, 1)
+    else:
+        if demodulate or fused_modconv:
+            w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)   # [N, O, I, kh, kw]
+        if demodulate:
+            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()        # [N, O]
+            if fused_modconv:
+                w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
@@ -103,6 +123,13 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2 and not switch_set(ENV_REFERENCE_FC):
+            w = self.weight.to(x.dtype).t()
+            if self.bias is None:
+                y = torch.mm(x, w) * self.weight_gain
+            else:   # gain * (x @ W^T) + bias_gain * b in one GEMM
+                y = torch.addmm(self.bias.to(x.dtype).unsqueeze(0), x, w, beta=self.bias_gain, alpha=self.weight_gain)
+            return y if self.activation == 'linear' else bias_act(y, None, act=self.activation)
         w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias
         if b is not None:

@@ -10,14 +10,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from spherehead.ops import conv_autograd
 from spherehead.ops.upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d
 
 
 def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int | list[int] = 0, groups: int = 1,
           transpose: bool = False, flip_weight: bool = True) -> torch.Tensor:
-    """conv2d (correlation) or conv_transpose2d; flip_weight=False flips the kernel (true convolution)."""
+    """conv2d (correlation) or conv_transpose2d; flip_weight=False flips the kernel (true convolution).
+
+    While gradients are recorded it runs through `conv_autograd` (cheap second-order gradients;
+    SPHEREHEAD_NO_CONV_AUTOGRAD=1 keeps torch's own convolution autograd, the reference)."""
     if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
         w = w.flip([2, 3])
+    if conv_autograd.use_conv_autograd(x, w):
+        if transpose:
+            return conv_autograd.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+        return conv_autograd.conv2d(x, w, stride=stride, padding=padding, groups=groups)
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)

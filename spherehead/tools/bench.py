@@ -57,6 +57,26 @@ _GRAD_SYNC_HELP = ("train-step: gradient exchange, repeat to compare (timed inte
 _PATH_HELP = "train-step: 'fast' (CUDA kernels) and/or 'reference' (PyTorch)  [default: both on CUDA]"
 
 
+def _step_options(f):
+    """train-step's comparison axes (each may be repeated; every combination runs)."""
+    f = click.option('--tf32', type=click.Choice(['torch', 'off', 'on']), multiple=True, default=('torch',),
+                     show_default=True, help="train-step: 'torch' = torch's defaults (TF32 in cuDNN convolutions, "
+                     "not in matmuls), 'off' = neither (the released loop), 'on' = both")(f)
+    f = click.option('--cudnn-benchmark', type=click.Choice(['off', 'on']), multiple=True, default=('off',),
+                     show_default=True, help='train-step: cuDNN autotuning (torch.backends.cudnn.benchmark; '
+                     'the released loop turns it on)')(f)
+    f = click.option('--variant', type=click.Choice(['all', 'no-conv-autograd', 'no-fast-demod', 'no-fast-fc',
+                                                      'none']), multiple=True, default=('all',), show_default=True,
+                     help="train-step: which formulations run: 'all'; all but one ('no-conv-autograd': torch's "
+                     "convolution autograd in R1, 'no-fast-demod': demodulation from the per-sample kernels, "
+                     "'no-fast-fc': dense layers with separate gain multiplies); 'none' (the code before them)")(f)
+    f = click.option('--grad-sync', 'grad_sync', type=click.Choice(BENCH_GRAD_SYNCS), multiple=True,
+                     default=('overlap',), show_default=True, help=_GRAD_SYNC_HELP)(f)
+    f = click.option('--path', 'path_names', type=click.Choice(['fast', 'reference']), multiple=True,
+                     help=_PATH_HELP)(f)
+    return f
+
+
 @cc.group(invoke_without_command=True)
 @click.option('--what', type=click.Choice(['generator', 'orbit', 'sampler', 'marcher', 'render', 'train-step', 'fir']),
               help='run one benchmark with the options below (same as the sub-command of that name)')
@@ -69,13 +89,12 @@ _PATH_HELP = "train-step: 'fast' (CUDA kernels) and/or 'reference' (PyTorch)  [d
               help="train-step: 'mixed' (the training default: float16 in D's top resolutions and the "
                    "super-resolution), 'fp32' or 'bf16' (autocast), repeat to compare; generator and "
                    "orbit: 'fp32' (their default) or 'mixed'")
-@click.option('--grad-sync', 'grad_sync', type=click.Choice(BENCH_GRAD_SYNCS), multiple=True, default=('overlap',),
-              show_default=True, help=_GRAD_SYNC_HELP)
-@click.option('--path', 'path_names', type=click.Choice(['fast', 'reference']), multiple=True, help=_PATH_HELP)
+@_step_options
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='timed runs per measurement')
 @click.pass_context
-def bench(ctx, what, preset_name, batch, neural, precision, grad_sync, path_names, device, repeat) -> None:
+def bench(ctx, what, preset_name, batch, neural, precision, path_names, grad_sync, variant, cudnn_benchmark, tf32,
+          device, repeat) -> None:
     """Benchmarks (speed, memory), printed with date, device, torch version and config.
 
     \b
@@ -88,10 +107,18 @@ def bench(ctx, what, preset_name, batch, neural, precision, grad_sync, path_name
     if what is None:
         click.echo(ctx.get_help())
         return
+    step_options = dict(path_names=path_names, grad_sync=grad_sync, variant=variant,
+                        cudnn_benchmark=cudnn_benchmark, tf32=tf32)
     if what == 'train-step':
         ctx.invoke(train_step, preset_name=preset_name, batch=batch, neural=neural, precision=precision,
-                   device=device, repeat=repeat, grad_sync=grad_sync, path_names=path_names)
-    elif what == 'sampler':
+                   device=device, repeat=repeat, **step_options)
+        return
+    for name, value in step_options.items():
+        if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+            option = next(p.opts[0] for p in ctx.command.params if p.name == name)
+            raise click.BadParameter(f'{", ".join(value)} given for {what}; it is an option of train-step only',
+                                     param_hint=option)
+    if what == 'sampler':
         ctx.invoke(sampler, N=batch, device=device, repeat=repeat)
     elif what == 'fir':
         ctx.invoke(fir, case='all', dtype='float32', device=device, repeat=repeat)
@@ -220,14 +247,20 @@ def fir(case, dtype, device, repeat):
 @click.option('--precision', type=click.Choice(PRECISIONS), multiple=True, default=('mixed',), show_default=True,
               help="'mixed' = float16 in D's top resolutions and the super-resolution (the training "
                    "default), 'bf16' = autocast (CUDA); repeat to compare")
-@click.option('--grad-sync', 'grad_sync', type=click.Choice(BENCH_GRAD_SYNCS), multiple=True, default=('overlap',),
-              show_default=True, help=_GRAD_SYNC_HELP)
-@click.option('--path', 'path_names', type=click.Choice(['fast', 'reference']), multiple=True, help=_PATH_HELP)
+@_step_options
 @cc.device_option()
 @click.option('--repeat', type=click.IntRange(1, 10000), default=None, help='Timed runs  [default: 10 on CUDA, 2 on CPU]')
-def train_step(preset_name, batch, neural, precision, device, repeat, grad_sync=('overlap',), path_names=()):
-    """One training iteration (G, density reg, D with ViCo, R1), ms per pass and amortised, img/s, peak memory."""
-    from spherehead.train.bench_step import bench_train_step
+def train_step(preset_name, batch, neural, precision, path_names, grad_sync, variant, cudnn_benchmark, tf32, device,
+               repeat):
+    """One training iteration (G, density reg, D with ViCo, R1), ms per pass and amortised, img/s, peak memory.
+
+    \b
+    Repeat --path, --grad-sync, --variant, --cudnn-benchmark, --tf32 to compare: every combination
+    runs, on one set of networks per precision, path and gradient exchange mode (the modes timed
+    interleaved); each block names the flags it ran with.
+    """
+    from spherehead.train.backend import BackendFlags
+    from spherehead.train.bench_step import StepSetting, bench_train_step
     device = torch.device(device)
     repeat = repeat or (10 if device.type == 'cuda' else 2)
     click.echo(_header(device))
@@ -241,24 +274,37 @@ def train_step(preset_name, batch, neural, precision, device, repeat, grad_sync=
     if len(grad_sync) > 1:
         click.echo(f'gradient exchange modes {", ".join(grad_sync)} timed interleaved, each on its own networks '
                    '(each peak memory includes the other copies)')
+    settings = [StepSetting(v, BackendFlags(cudnn_benchmark=bench_on == 'on', tf32=t))
+                for v in dict.fromkeys(variant) for bench_on in dict.fromkeys(cudnn_benchmark)
+                for t in dict.fromkeys(tf32)]
     timings = []
     for prec in dict.fromkeys(precision):   # in the order given, once each
         for name, on in chosen:
             with kernels(on):
-                results = bench_train_step(preset_name, batch, device, neural_res=neural, precision=prec,
-                                           warmup=3 if device.type == 'cuda' else 1, repeat=repeat,
-                                           grad_syncs=grad_sync)
-            for timing in results:
-                timings.append((f'{name} {prec} {timing.grad_sync}', timing))
+                runs = bench_train_step(preset_name, batch, device, neural_res=neural, precision=prec,
+                                        warmup=3 if device.type == 'cuda' else 1, repeat=repeat,
+                                        grad_syncs=grad_sync, settings=settings)
+            # runs: setting after setting, the exchange modes of each in order
+            for i, timing in enumerate(runs):
+                setting = settings[i // len(grad_sync)]
+                # the label names an axis where it varies (the speed-up lines compare labels)
+                label = (f'{name} {prec}' + (f' {timing.grad_sync}' if len(grad_sync) > 1 else '')
+                         + (f' [{_short(setting)}]' if len(settings) > 1 else ''))
+                timings.append((label, timing))
                 click.echo(f'-- {name} ({"CUDA kernels" if on else "PyTorch reference"}), precision {prec}, '
-                           f'grad-sync {timing.grad_sync}')
-                for line in timing.lines():
+                           f'{timing.setting}')
+                for line in timing.lines(with_setting=False):   # the header names the setting
                     click.echo(line)
     if len(timings) > 1:
         base_label, base = timings[0]
         for label, t in timings[1:]:
             click.echo(f'speed-up ({base_label} / {label}): iteration {base.ms_per_iter / t.ms_per_iter:.2f}x; '
                        + ', '.join(f'{k} {base.ms[k] / t.ms[k]:.2f}x' for k in base.ms))
+
+
+def _short(setting) -> str:
+    """'all, benchmark on, tf32 off': a setting in a few words for the speed-up lines."""
+    return f'{setting.variant}, benchmark {"on" if setting.flags.cudnn_benchmark else "off"}, tf32 {setting.flags.tf32}'
 
 
 @bench.command()

@@ -6,24 +6,75 @@ Each pass is timed with its backward, its gradient exchange (`GradientSync`, one
 collective) and its Adam step (CUDA events on a GPU). Several gradient-exchange modes are timed
 interleaved (pass by pass, mode after mode), each on its own copy of the networks, so that a drift
 of the machine's speed during the run falls on all of them alike.
+
+Besides precision, kernels and the gradient exchange, a timing can vary its `StepSetting`: which
+formulations of issue 22 run (R1's convolution autograd, the demodulation and dense-layer formulas;
+each has a switch) and the backend flags (cuDNN autotuning, TF32). The networks of a precision and
+exchange mode serve every setting (settings change no shapes); each setting is in effect while all
+the modes are timed under it.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 import warnings
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 
 from spherehead.config import NUM_PARSING_CLASSES
+from spherehead.networks.layers import ENV_REFERENCE_DEMOD, ENV_REFERENCE_FC
 from spherehead.networks.precision import set_mixed_precision
+from spherehead.ops import conv_autograd
+from spherehead.train.backend import BackendFlags, describe_current
 from spherehead.train.config import TrainingConfig, default_config
 from spherehead.train.distributed import DistInfo
 from spherehead.train.grad_sync import GradientSync
 from spherehead.train.losses import GANLoss
 from spherehead.train.loop import lazy_adam, optimizer_step
 from spherehead.train.setup import build_networks
+
+
+# The switchable formulations of this round (issue 22), each a SPHEREHEAD_NO_* variable.
+SWITCHES = {'conv-autograd': conv_autograd.ENV_DISABLE, 'fast-demod': ENV_REFERENCE_DEMOD, 'fast-fc': ENV_REFERENCE_FC}
+# variant -> the formulations it turns off ('all': every one on; 'none': the code before them).
+VARIANTS = {'all': (), 'no-conv-autograd': ('conv-autograd',), 'no-fast-demod': ('fast-demod',),
+            'no-fast-fc': ('fast-fc',), 'none': tuple(SWITCHES)}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSetting:
+    """variant: which of `SWITCHES` are off (`VARIANTS`); flags: cuDNN autotuning and TF32."""
+    variant: str = 'all'
+    flags: BackendFlags = BackendFlags()
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f'variant must be one of {", ".join(VARIANTS)}, got {self.variant!r}')
+
+    def describe_variant(self) -> str:
+        off = VARIANTS[self.variant]
+        return 'all of ' + ', '.join(SWITCHES) if not off else 'without ' + ', '.join(off)
+
+    @contextmanager
+    def applied(self) -> Iterator[str]:
+        """The setting in effect for a block (each switch of SWITCHES set to '1' or '0', restored
+        afterwards); yields its description with the flags as actually set."""
+        old = {env: os.environ.get(env) for env in SWITCHES.values()}
+        for name, env in SWITCHES.items():
+            os.environ[env] = '1' if name in VARIANTS[self.variant] else '0'
+        try:
+            with self.flags.applied():
+                yield f'{self.describe_variant()}; {describe_current()}'
+        finally:
+            for env, value in old.items():
+                if value is None:
+                    os.environ.pop(env, None)
+                else:
+                    os.environ[env] = value
 
 
 @dataclasses.dataclass
@@ -37,6 +88,7 @@ class StepTiming:
     peak_mib: float                   # peak GPU memory (0 on CPU)
     grad_sync: str = 'overlap'        # gradient exchange mode (BENCH_GRAD_SYNCS)
     syncs: dict[str, int] | None = None   # synchronising CUDA calls per pass (CUDA sync debug mode); None on CPU
+    setting: str = ''                 # StepSetting in words (formulations, cuDNN and TF32 flags)
 
     @property
     def images_per_s(self) -> float:
@@ -46,11 +98,13 @@ class StepTiming:
     def sec_per_kimg(self) -> float:
         return self.ms_per_iter / self.batch * 1000 / 1000
 
-    def lines(self) -> list[str]:
+    def lines(self, with_setting: bool = True) -> list[str]:
+        """The timing in words; with_setting=False leaves the setting out (a block header that names it)."""
         passes = '  '.join(f'{k} {v:.1f} ms' for k, v in self.ms.items())
         mem = f'{self.peak_mib:.0f} MiB' if self.peak_mib else '-'
-        lines = [f'config {self.config}  batch {self.batch}  neural {self.neural_res}  precision {self.precision}  '
-                 f'grad-sync {self.grad_sync}',
+        config = (f'config {self.config}  batch {self.batch}  neural {self.neural_res}  precision {self.precision}  '
+                  f'grad-sync {self.grad_sync}')
+        lines = [config + (f'  ({self.setting})' if self.setting and with_setting else ''),
                  f'per pass (forward + backward + gradient exchange + Adam): {passes}',
                  f'iteration (regularisers amortised): {self.ms_per_iter:.1f} ms  {self.images_per_s:.1f} img/s  '
                  f'{self.sec_per_kimg:.1f} s/kimg  peak memory {mem}']
@@ -149,39 +203,49 @@ def count_syncs(fn, device: torch.device) -> int | None:
 
 def bench_train_step(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
                      precision: str = 'fp32', warmup: int = 3, repeat: int = 10,
-                     grad_syncs: tuple[str, ...] = ('overlap',)) -> list[StepTiming]:
-    """One StepTiming per gradient-exchange mode, the modes timed interleaved (see the module docstring).
-    With several modes every copy of the networks stays in memory, so each peak includes the others'."""
+                     grad_syncs: Sequence[str] = ('overlap',),
+                     settings: Sequence[StepSetting] = (StepSetting(),)) -> list[StepTiming]:
+    """One StepTiming per setting and gradient-exchange mode (setting after setting, the modes of
+    each in the order given), all on the same inputs.
+
+    Each exchange mode has its own copy of the networks, built once and used under every setting;
+    under a setting the modes are timed interleaved (see the module docstring). With several modes
+    every copy stays in memory, so each peak includes the others'. With cudnn.benchmark the
+    warm-ups include cuDNN's autotuning of every shape."""
     sets = {mode: train_passes(preset_name, batch, device, neural_res, precision, grad_sync=mode)
             for mode in dict.fromkeys(grad_syncs)}
-    cfg, res, _ = next(iter(sets.values()))
-    ms: dict[str, dict[str, float]] = {mode: {} for mode in sets}
-    peak = {mode: 0.0 for mode in sets}
-    syncs: dict[str, dict[str, int]] = {mode: {} for mode in sets}
-    for name in next(iter(sets.values()))[2]:
-        for mode, (_, _, passes) in sets.items():
-            for _ in range(warmup):
-                passes[name]()
-        times: dict[str, list[float]] = {mode: [] for mode in sets}
-        for _ in range(repeat):
-            for mode, (_, _, passes) in sets.items():
-                if device.type == 'cuda':
-                    torch.cuda.reset_peak_memory_stats(device)
-                stop = _timer(device)
-                passes[name]()
-                times[mode].append(stop())
-                if device.type == 'cuda':
-                    peak[mode] = max(peak[mode], torch.cuda.max_memory_allocated(device) / 2 ** 20)
-        for mode, (_, _, passes) in sets.items():
-            ms[mode][name] = statistics.median(times[mode])
-            n = count_syncs(passes[name], device)
-            if n is not None:
-                syncs[mode][name] = n
+    cfg, res, first = next(iter(sets.values()))
     l = cfg.loss
     out = []
-    for mode in sets:
-        m = ms[mode]
-        per_iter = m['g_main'] + m['d_main'] + m['g_reg'] / l.density_reg_interval + m['d_r1'] / l.r1_interval
-        out.append(StepTiming(preset_name, batch, res, precision, m, per_iter, peak[mode], mode,
-                              syncs[mode] if device.type == 'cuda' else None))
+    for setting in settings:
+        with setting.applied() as described:
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            ms: dict[str, dict[str, float]] = {mode: {} for mode in sets}
+            peak = {mode: 0.0 for mode in sets}
+            syncs: dict[str, dict[str, int]] = {mode: {} for mode in sets}
+            for name in first:
+                for mode, (_, _, passes) in sets.items():
+                    for _ in range(warmup):
+                        passes[name]()
+                times: dict[str, list[float]] = {mode: [] for mode in sets}
+                for _ in range(repeat):
+                    for mode, (_, _, passes) in sets.items():
+                        if device.type == 'cuda':
+                            torch.cuda.reset_peak_memory_stats(device)
+                        stop = _timer(device)
+                        passes[name]()
+                        times[mode].append(stop())
+                        if device.type == 'cuda':
+                            peak[mode] = max(peak[mode], torch.cuda.max_memory_allocated(device) / 2 ** 20)
+                for mode, (_, _, passes) in sets.items():
+                    ms[mode][name] = statistics.median(times[mode])
+                    n = count_syncs(passes[name], device)
+                    if n is not None:
+                        syncs[mode][name] = n
+        for mode in sets:
+            m = ms[mode]
+            per_iter = m['g_main'] + m['d_main'] + m['g_reg'] / l.density_reg_interval + m['d_r1'] / l.r1_interval
+            out.append(StepTiming(preset_name, batch, res, precision, m, per_iter, peak[mode], mode,
+                                  syncs[mode] if device.type == 'cuda' else None, described))
     return out

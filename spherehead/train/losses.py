@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from spherehead.config import NUM_PARSING_CLASSES
 from spherehead.networks.discriminator import DualDiscriminator, filtered_resizing
 from spherehead.networks.generator import Generator
+from spherehead.ops.conv_autograd import second_order_gradients
 from spherehead.ops.upfirdn2d import filter2d
 from spherehead.train.config import LossConfig
 
@@ -167,10 +168,13 @@ class GANLoss:
     def d_r1(self, real: dict, c_real, blur_sigma: float, gain: float) -> dict[str, torch.Tensor]:
         """Lazy R1: gamma/2 |dD/dx|^2 on image + raw, gamma_seg/2 on mask + parsing; scaled by gain.
         Never under bf16 autocast (second-order gradients); with mixed precision D's float16 blocks
-        run as in the other passes, as the family's R1 does."""
+        run as in the other passes, as the family's R1 does. D's convolutions are recorded with
+        `conv_autograd` (its inner pass computes no weight gradients; the outer pass runs plain
+        convolutions instead of torch's image-sized-kernel double backward)."""
         cfg = self.cfg
         inputs = {k: v.detach().requires_grad_(True) for k, v in real.items()}
-        logits = self.D(self.blurred(inputs, blur_sigma), c_real)
+        with second_order_gradients():
+            logits = self.D(self.blurred(inputs, blur_sigma), c_real)
         names = list(inputs)
         grads = torch.autograd.grad(logits.sum(), [inputs[k] for k in names], create_graph=True)
         g = dict(zip(names, grads))
