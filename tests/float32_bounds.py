@@ -17,7 +17,8 @@ quantities involved instead, so they hold on any CPU, BLAS and thread count:
   computations in different orders are each within that of the exact value, so they differ
   by at most twice it.
 - Vectorised elementwise maths (SLEEF's *_u10 functions in PyTorch's AVX2 / AVX-512 / NEON
-  kernels, glibc's libm in scalar loops and tails, MKL's VML in its HA mode) is within 1 ulp;
+  kernels, glibc's libm in scalar loops and tails, MKL's VML in its HA mode where a build uses
+  it) is within 1 ulp;
   a composite such as sigmoid = 1 / (1 + exp(-x)) adds two roundings. ``MATH_ULPS`` = 4 ulps
   per function covers all of them with room.
 
