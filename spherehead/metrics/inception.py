@@ -104,6 +104,13 @@ def _load(path: Path) -> torch.jit.ScriptModule:
     return torch.jit.load(io.BytesIO(archives[0]), map_location='cpu')
 
 
+def rgb_uint8(images: torch.Tensor, who: str) -> torch.Tensor:
+    """Check a feature network's input, uint8 [N, 3, H, W] (or [N, 1, H, W], repeated to 3 channels)."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f'{who}: need uint8 [N, 3, H, W] images, got {images.dtype} {tuple(images.shape)}')
+    return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
+
+
 class FeatureNetwork:
     """A loaded feature network: uint8 images [N, 3, H, W] -> float32 features [N, D] on the CPU."""
 
@@ -122,10 +129,7 @@ class FeatureNetwork:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f'FeatureNetwork: need uint8 [N, 3, H, W] images, got {images.dtype} {tuple(images.shape)}')
-        if images.shape[1] == 1:
-            images = images.repeat(1, 3, 1, 1)
+        images = rgb_uint8(images, 'FeatureNetwork')
         feats = self.module(images.to(self.device), **self._kwargs)
         if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or feats.shape[0] != images.shape[0]:
             shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__

@@ -204,9 +204,6 @@ class VGGFeatureNetwork:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f'VGGFeatureNetwork: need uint8 [N, 3, H, W] images, got {images.dtype} {tuple(images.shape)}')
-        if images.shape[1] == 1:
-            images = images.repeat(1, 3, 1, 1)
-        x = images.to(self.device, torch.float32) / 127.5 - 1.0
+        from spherehead.metrics.inception import rgb_uint8
+        x = rgb_uint8(images, 'VGGFeatureNetwork').to(self.device, torch.float32) / 127.5 - 1.0
         return fd_features(self.net, x).float().cpu()
