@@ -523,3 +523,15 @@ def test_network_widget_compare(tmp_path):
     _snapshot(run, 1, seed=2)
     net.set_compare(str(run))                                  # its newest snapshot
     assert viz.build_args().compare == str(newest) and 'newest snapshot' in net.compare_note
+
+
+def test_compare_mode_exports_the_left_network(pair, tmp_path):
+    """The Capture panel's export goes through the worker's PairRenderer: in compare mode it writes the
+    main (left) network's head, the same splats as with compare off."""
+    from spherehead.export.splat_ply import read_splats
+    args = RenderArgs(network='random:tiny', compare='random:tiny@1', seed=2)
+    lines = [pair.export_head(a, str(tmp_path / f'{i}.ply'), 'splats', splat_count=200, splat_resolution=16)
+             for i, a in enumerate((args, args.replace(compare='')))]
+    assert all(line.startswith('wrote ') and '200 splats' in line for line in lines), lines
+    a, b = (read_splats(tmp_path / f'{i}.ply')[0] for i in range(2))
+    assert len(a.positions) == 200 and np.array_equal(a.positions, b.positions)

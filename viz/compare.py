@@ -197,6 +197,11 @@ class PairRenderer:
             return self.right.status
         return self.left.status
 
+    def export_head(self, args: RenderArgs, path: str, kind: str, **options: Any) -> str:
+        """Export the main (left) network's head; see ``Renderer.export_head``. In compare mode the
+        right network is only for looking at, so the Capture panel writes what the left panel shows."""
+        return self.left.export_head(args.replace(compare='', side_by_side=False), path, kind, **options)
+
     def render(self, args: RenderArgs) -> RenderResult:
         """Render ``args``; with ``args.compare`` both networks, in lockstep. Never raises."""
         if not args.compare:
