@@ -46,6 +46,7 @@ def _register() -> None:
     from spherehead.tools.mesh import mesh; main.add_command(mesh)
     from spherehead.metrics.commands import metrics; main.add_command(metrics)
     from spherehead.tools.study import study; main.add_command(study)
+    from spherehead.tools.invert import invert; main.add_command(invert)
 
 
 _register()
