@@ -102,14 +102,15 @@ def main() -> None:
     write_s, write_note = None, None
     if a.write:
         from spherehead.invert.outputs import write_outputs
-        frames = a.frames
-        try:
-            import imageio  # noqa: F401  (the turntable writer)
-        except ImportError:
-            frames, write_note = 0, 'imageio missing: no turntable'
+        import importlib.util
+        out, frames = Path(a.write), a.frames
+        video = out / 'turntable.mp4'
+        if importlib.util.find_spec('imageio_ffmpeg') is None:     # mp4 needs it; a gif needs imageio only
+            video = out / 'turntable.gif'
+            if importlib.util.find_spec('imageio') is None:
+                frames, write_note = 0, 'imageio missing: no turntable'
         t0 = time.perf_counter()
-        out = Path(a.write)
-        write_outputs(out, result, label, 'bench target', cfg.to_dict(), {}, out / 'turntable.mp4' if frames else None,
+        write_outputs(out, result, label, 'bench target', cfg.to_dict(), {}, video if frames else None,
                       frames, 30.0, progress=False)
         write_s = time.perf_counter() - t0
 
