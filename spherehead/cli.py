@@ -48,6 +48,7 @@ def _register() -> None:
     from spherehead.metrics.commands import metrics; main.add_command(metrics)
     from spherehead.tools.study import study; main.add_command(study)
     from spherehead.tools.prepare import prepare; main.add_command(prepare)
+    from spherehead.tools.invert import invert; main.add_command(invert)
 
 
 _register()
