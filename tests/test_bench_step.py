@@ -13,6 +13,7 @@ from spherehead.cli import main
 from spherehead.train import bench_step
 from spherehead.train.backend import BackendFlags, describe_current
 from spherehead.train.bench_step import StepSetting
+from spherehead.train.config import TrainingConfig
 
 
 def _flags():
@@ -91,12 +92,15 @@ def test_train_step_runs_every_combination_under_its_flags(recorded):
     assert 'SPHEREHEAD_NO_CONV_AUTOGRAD' not in os.environ
 
 
-def test_train_step_default_is_all_with_torchs_flags(recorded):
+def test_train_step_default_is_all_with_the_training_flags(recorded):
+    """The bench's defaults are train.py's: every formulation, cuDNN autotuning on, torch's TF32 defaults."""
     res = CliRunner().invoke(main, ['bench', 'train-step', '--config', 'tiny', '--device', 'cpu', '--repeat', '1'])
     assert res.exit_code == 0, res.output
     blocks = [ln for ln in res.stdout.splitlines() if ln.startswith('-- ')]
+    with BackendFlags(cudnn_benchmark=TrainingConfig().cudnn_benchmark, tf32=TrainingConfig().tf32).applied():
+        flags = describe_current()
     assert blocks == ['-- reference (PyTorch reference), precision mixed, all of conv-autograd, fast-demod, fast-fc; '
-                      + describe_current()]
+                      + flags] and 'cudnn.benchmark on' in flags
     assert {r[3:] for r in recorded} == {('0', '0', '0')} and 'speed-up' not in res.stdout
 
 
@@ -115,7 +119,7 @@ def test_train_step_options_elsewhere_are_one_line_errors(args, option):
 def test_grad_sync_modes_run_under_every_setting_interleaved(recorded):
     res = CliRunner().invoke(main, ['bench', 'train-step', '--config', 'tiny', '--device', 'cpu', '--repeat', '2',
                                     '--grad-sync', 'flat', '--grad-sync', 'overlap', '--variant', 'none',
-                                    '--variant', 'all', '--tf32', 'off'])
+                                    '--variant', 'all', '--tf32', 'off', '--cudnn-benchmark', 'off'])
     assert res.exit_code == 0, res.output
     assert recorded.modes == ['flat', 'overlap']          # one set of networks per mode, for both settings
     out = res.stdout.splitlines()

@@ -358,3 +358,19 @@ def test_bench_train_step_times_the_exchange_modes_side_by_side():
     res = CliRunner().invoke(main, ['bench', '--what', 'train-step', '--device', 'cpu', '--path', 'fast'])
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) == 1 and 'only the reference runs on cpu' in lines[0], res.stderr
+
+
+def test_cuda_flags_options_reach_the_config(config_file):
+    """train.py turns cuDNN autotuning on by default (measured faster on an H200) and keeps torch's TF32
+    defaults; both can be changed, a bad TF32 mode is refused, old option files load with the defaults."""
+    code, err, cfg = dry_run('--config', config_file)
+    assert code == 0 and cfg['cudnn_benchmark'] is True and cfg['tf32'] == 'torch', err
+    code, err, cfg = dry_run('--config', config_file, '--no-cudnn-benchmark', '--tf32', 'off')
+    assert code == 0 and cfg['cudnn_benchmark'] is False and cfg['tf32'] == 'off', err
+    code, err, _ = dry_run('--config', config_file, '--tf32', 'half')
+    assert code == 2 and "'half' is not one of" in err
+    with pytest.raises(ValueError, match='tf32 must be one of torch, off, on'):
+        TrainingConfig(tf32='half')
+    old = TrainingConfig().to_dict()
+    del old['cudnn_benchmark'], old['tf32']
+    assert TrainingConfig.from_dict(old).cudnn_benchmark is True

@@ -62,9 +62,9 @@ def _step_options(f):
     f = click.option('--tf32', type=click.Choice(['torch', 'off', 'on']), multiple=True, default=('torch',),
                      show_default=True, help="train-step: 'torch' = torch's defaults (TF32 in cuDNN convolutions, "
                      "not in matmuls), 'off' = neither (the released loop), 'on' = both")(f)
-    f = click.option('--cudnn-benchmark', type=click.Choice(['off', 'on']), multiple=True, default=('off',),
+    f = click.option('--cudnn-benchmark', type=click.Choice(['off', 'on']), multiple=True, default=('on',),
                      show_default=True, help='train-step: cuDNN autotuning (torch.backends.cudnn.benchmark; '
-                     'the released loop turns it on)')(f)
+                     'on in train.py by default and in the released loop)')(f)
     f = click.option('--variant', type=click.Choice(['all', 'no-conv-autograd', 'no-fast-demod', 'no-fast-fc',
                                                       'none']), multiple=True, default=('all',), show_default=True,
                      help="train-step: which formulations run: 'all'; all but one ('no-conv-autograd': torch's "

@@ -22,6 +22,7 @@ from click.core import ParameterSource
 from spherehead.config import PRESETS, REPRESENTATIONS
 from spherehead.errors import UserError
 from spherehead.tools import cli_common as cc
+from spherehead.train.backend import TF32_MODES
 from spherehead.train.config import GRAD_SYNCS, PRECISIONS
 
 # option name -> (section of TrainingConfig or None, field name)
@@ -35,6 +36,7 @@ _FIELDS = {
     'neural_res_fade_kimg': (None, 'neural_rendering_resolution_fade_kimg'),
     'metrics_num': (None, 'metrics_num'), 'inception': (None, 'inception'), 'device': (None, 'device'),
     'grid_seeds': (None, 'grid_seeds'), 'grad_sync': (None, 'grad_sync'),
+    'cudnn_benchmark': (None, 'cudnn_benchmark'), 'tf32': (None, 'tf32'),
     'data': ('data', 'path'), 'xflip': ('data', 'xflip'), 'rebalance': ('data', 'rebalance'),
     'phase1_kimg': ('phases', 'phase1_end_kimg'), 'phase2_kimg': ('phases', 'phase2_end_kimg'),
     'front_yaw': ('phases', 'front_yaw_deg'), 'vico_weight': ('phases', 'vico_weight'),
@@ -146,6 +148,10 @@ def check_batch_options(ctx: click.Context, opts: dict, world_size: int) -> None
 @click.option('--grad-sync', type=click.Choice(GRAD_SYNCS), default='overlap', show_default=True,
               help="several processes: 'overlap' all-reduces gradient buckets during the backward pass (as DDP "
                    "does), 'flat' one all-reduce after it (the reference)")
+@click.option('--cudnn-benchmark/--no-cudnn-benchmark', default=True, show_default=True,
+              help='CUDA: cuDNN autotuning (measured 1.18x faster on one H200: docs/performance.md)')
+@click.option('--tf32', type=click.Choice(TF32_MODES), default='torch', show_default=True,
+              help="CUDA: TF32 in float32 convolutions and matmuls: torch's defaults, off (the released loop) or on")
 @click.option('--dry-run', is_flag=True, help='check the set-up, print the resolved options and exit')
 @click.version_option(package_name='spherehead', prog_name='train.py')
 @click.pass_context

@@ -26,6 +26,7 @@ from spherehead.networks.discriminator import DualDiscriminator
 from spherehead.networks.generator import Generator
 from spherehead.networks.precision import set_mixed_precision
 from spherehead.train import distributed as dist_utils
+from spherehead.train.backend import BackendFlags, describe_current
 from spherehead.train.config import TrainingConfig
 from spherehead.train.data import RealStream, open_datasets
 from spherehead.train.distributed import DistInfo
@@ -99,6 +100,8 @@ class Trainer:
         cfg = cfg.for_world(info.world_size)     # with batch_gpu: the global batch on this many ranks
         self.cfg, self.info, self.run_dir = cfg, info, Path(run_dir)
         dev = info.device
+        if dev.type == 'cuda':
+            BackendFlags(cudnn_benchmark=cfg.cudnn_benchmark, tf32=cfg.tf32).apply()
         self.G = nets.G.to(dev).train().requires_grad_(False)
         self.D = nets.D.to(dev).train().requires_grad_(False)
         self.G_ema = nets.G_ema.to(dev).eval().requires_grad_(False)
@@ -315,6 +318,8 @@ class Trainer:
                 self.log.line(f'mixed precision: all float32 on {self.info.device.type} (float16 runs on CUDA only)')
             else:
                 self.log.line('mixed precision: all float32 (discriminator.num_fp16_res and generator.sr_num_fp16_res are 0)')
+        if info.device.type == 'cuda':
+            self.log.line(f'CUDA flags: {describe_current()}')
         if self.missing_optimizers:
             self.log.line(f'resume: no {" / ".join(self.missing_optimizers)} moments in the state; those Adam optimisers start afresh')
         if p.nimg == 0 and info.is_main:
