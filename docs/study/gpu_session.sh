@@ -3,7 +3,7 @@
 # arms side by side for MINUTES, then put the logs and each arm's newest EMA generator under $OUT.
 # Run it again to continue: every arm resumes from its newest training state under $ROOT.
 #
-#   OUT=/tmp/out bash docs/study/gpu_session.sh 8.5          # what the measured study ran, 3 times
+#   OUT=/tmp/out bash docs/study/gpu_session.sh 8.5          # 8.5 minutes of training (docs/study.md: the runs so far)
 #
 # Settings (environment): ROOT ($HOME/spherehead-study: outside the checkout, which the device tool
 # replaces on every call; a study kept inside it was lost between two calls), KIMG (200), BATCH (64), PARALLEL (5), CFG (demo),
