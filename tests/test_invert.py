@@ -357,3 +357,25 @@ def test_refusals_are_one_line(tiny_target, tmp_path):
                        '--network', 'random:tiny', '--outdir', out, '--w-steps', 1, '--tune-steps', 0), 1,
                    'no such VGG16 weight file')
     assert not out.exists()
+
+
+def test_a_photo_prepared_then_inverted_end_to_end(tmp_path):
+    """The issue's two commands as a user runs them: `spherehead prepare` on a photo (skimage's
+    astronaut), then `spherehead invert --data` on the folder it wrote; the result opens as a generator
+    and its w has the visualizer's shape."""
+    from skimage import data as skimage_data
+    import spherehead as sh
+    photo = tmp_path / 'astronaut.png'
+    Image.fromarray(skimage_data.astronaut()).save(photo)
+    res = run('prepare', photo, '--out', tmp_path / 'mine', '--resolution', 64, '--no-previews')
+    assert res.exit_code == 0 and 'wrote 1 of 1 photo' in res.output, res.output + res.stderr
+    out = tmp_path / 'inv'
+    res = run('invert', '--network', 'random:tiny', '--data', tmp_path / 'mine', '--outdir', out, '--w-steps', 2,
+              '--tune-steps', 2, '--frames', 0, '--no-lpips', '--quiet')
+    assert res.exit_code == 0 and 'inverted 1 image(s)' in res.output, res.output + res.stderr
+    G = sh.load_generator(str(out / 'astronaut' / 'generator.safetensors'))
+    w = np.load(out / 'astronaut' / 'w.npy')
+    assert w.shape == (G.num_ws, G.w_dim) and np.isfinite(w).all()
+    report = json.loads((out / 'astronaut' / 'report.json').read_text())
+    labels = json.loads((tmp_path / 'mine' / 'dataset.json').read_text())['labels']
+    assert np.allclose(report['label'], labels[0][1], atol=1e-6)
