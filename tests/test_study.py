@@ -198,10 +198,21 @@ def test_two_arm_study_runs_resumes_and_reports(tmp_path):
     fig = np.asarray(Image.open(out / 'study_figure.png'))
     assert fig.shape == (2 * 64, 128 + 12 * 64, 3)
     assert fig[64:, 128 + 9 * 64:].std() > 1          # the weight tiles of the sphere arm are drawn
-    # A second report reads the cache instead of measuring again.
+    # A second report reads the cache instead of measuring again; a reference network is measured the same
+    # way, as a row of its own (the shipped demo is compared with the arms so).
     p = _cli('study', 'report', study, '--data', data, '--vgg16', tmp_path / 'vgg16.ckpt', '--num-fd', '2',
-             '--seeds', '2', '--seam-seeds', '1', '--device', 'cpu', '--quiet')
-    assert p.returncode == 0 and p.stdout.count('cached') == 2
+             '--seeds', '2', '--seam-seeds', '1', '--device', 'cpu', '--quiet', '--reference', 'random:tiny')
+    assert p.returncode == 0 and p.stdout.count('cached') == 2, p.stderr
+    assert 'reference:random:tiny: measuring random:tiny' in p.stdout and '(2 arm(s) and 1 reference(s) measured)' in p.stdout
+    doc = json.loads((out / 'study_results.json').read_text())
+    ref = doc['arms'][-1]
+    assert ref['name'] == 'reference:random:tiny' and ref['kimg'] is None and ref['vico'] is None
+    assert ref['representation'] == 'dual_sphere' and ref['ff_rate'] is not None and set(ref['seams']) == {'fused', 'A', 'B'}
+    assert '| random:tiny (reference) | - |' in (out / 'study_report.md').read_text()
+    assert np.asarray(Image.open(out / 'study_figure.png')).shape[0] == 3 * 64
+    p = _cli('study', 'report', study, '--data', data, '--vgg16', tmp_path / 'vgg16.ckpt', '--num-fd', '2', '--quiet',
+             '--reference', tmp_path / 'missing.safetensors')
+    assert p.returncode == 1 and p.stderr.count('\n') == 1 and 'missing.safetensors' in p.stderr, p.stderr
 
 
 def test_study_refuses_unknown_arms_and_a_missing_dataset(tmp_path):

@@ -56,10 +56,10 @@ class ArmRecord:
     name: str
     label: str
     representation: str
-    vico: bool
+    vico: bool | None                    # None: a reference network, not an arm
     run_dir: str | None
     snapshot: str | None
-    kimg: float = 0.0
+    kimg: float | None = 0.0             # None: unknown (a reference network)
     sec_per_kimg: float | None = None
     devices: list = field(default_factory=list)
     train_wall_s: float = 0.0            # wall seconds of the sessions that trained it
@@ -196,9 +196,11 @@ def _wrap(text: str, width: int) -> list[str]:
 
 def make_report(study_dir: str | Path, out: str | Path, data: str | None = None, inception: str | None = None,
                 vgg16: str | None = None, settings: ReportSettings | None = None,
-                device: str | torch.device = 'cpu', progress: bool = True, echo=print) -> dict:
+                device: str | torch.device = 'cpu', progress: bool = True, echo=print,
+                references: tuple[str, ...] = ()) -> dict:
     """Measure every arm with a snapshot and write ``study_report.md``, ``study_results.json`` and
-    ``study_figure.png`` into ``out``. Returns the JSON content."""
+    ``study_figure.png`` into ``out``. ``references``: other networks (``load_generator`` sources, e.g.
+    'demo') measured the same way, as extra rows marked 'reference'. Returns the JSON content."""
     from spherehead.checkpoint import atomic_file, load_generator
     from spherehead.train.snapshot import save_png
     settings = settings or ReportSettings()
@@ -220,17 +222,26 @@ def make_report(study_dir: str | Path, out: str | Path, data: str | None = None,
         net = VGGFeatureNetwork(vgg16, device)
         features, fid = net.identity, False
     (out / 'cache').mkdir(parents=True, exist_ok=True)
+    refs = []
+    for source in dict.fromkeys(references):
+        G = load_generator(source, device=device)      # a source that does not load: one line, before any work
+        rec = ArmRecord(f'reference:{source}', f'{source} (reference)', G.config.representation, None, None, source,
+                        kimg=None)
+        records.append(rec)
+        refs.append((rec, G))
     results = {}
     gens = []
-    for rec in measured:
-        cache = out / 'cache' / f'{rec.name}-{Path(rec.snapshot).stem}-{settings.key(features)}.json'
-        G = load_generator(rec.snapshot, device=device)
-        gens.append((f'{rec.label} ({rec.kimg:g} kimg)', G))
+    for rec in measured + [r for r, _ in refs]:
+        ref_G = next((G for r, G in refs if r is rec), None)
+        stem = Path(rec.snapshot).stem if ref_G is None else _source_key(rec.snapshot)
+        cache = out / 'cache' / f'{_slug(rec.name)}-{stem}-{settings.key(features)}.json'
+        G = ref_G if ref_G is not None else load_generator(rec.snapshot, device=device)
+        gens.append((rec.label if rec.kimg is None else f'{rec.label} ({rec.kimg:g} kimg)', G))
         if cache.is_file():
             results[rec.name] = json.loads(cache.read_text())
             echo(f'{rec.name}: cached ({cache.name})')
             continue
-        echo(f'{rec.name}: measuring {Path(rec.snapshot).name} ...')
+        echo(f'{rec.name}: measuring {Path(rec.snapshot).name if ref_G is None else rec.snapshot} ...')
         results[rec.name] = measure_arm(G, data, net, settings, device, out / 'cache', progress, fid)
         with atomic_file(cache) as tmp:
             Path(tmp).write_text(json.dumps(results[rec.name], indent=1))
@@ -244,9 +255,26 @@ def make_report(study_dir: str | Path, out: str | Path, data: str | None = None,
         Path(tmp).write_text(json.dumps(doc, indent=1, default=_json_default))
     with atomic_file(out / 'study_report.md') as tmp:
         Path(tmp).write_text(markdown_table(doc))
+    n_ref = len(refs)
     echo(f'wrote {out / "study_report.md"}, {out / "study_results.json"}, {out / "study_figure.png"} '
-         f'({len(results)} arm(s) measured)')
+         f'({len(results) - n_ref} arm(s)' + (f' and {n_ref} reference(s)' if n_ref else '') + ' measured)')
     return doc
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe form of an arm or reference name ('reference:random:tiny' -> 'reference-random-tiny')."""
+    return ''.join(c if c.isalnum() or c in '._-' else '-' for c in name)
+
+
+def _source_key(source: str) -> str:
+    """Identifies a reference network in cache names: a file by its size and first MiB (another file at
+    the same path is measured anew), a name ('demo', 'random:tiny') by itself."""
+    path = Path(source)
+    if not path.is_file():
+        return 'named'
+    with open(path, 'rb') as f:
+        head = f.read(1 << 20)
+    return hashlib.sha1(head + str(path.stat().st_size).encode()).hexdigest()[:10]
 
 
 def _json_default(v):
@@ -269,11 +297,12 @@ def markdown_table(doc: dict) -> str:
         if 'ff_rate' not in a:
             lines.append(f'| {a["label"]} | {a["kimg"]:g} | not measured (no snapshot) |' + ' |' * 9)
             continue
-        gpu = ', '.join(a['devices']) or '-'
-        lines.append(f'| {a["label"]} | {a["kimg"]:g} | {fmt(a["ff_rate"])} | {fmt(a["mirror_score"])} '
+        gpu = (f"{', '.join(a['devices'])} ({a['train_wall_s']:.0f}, {a['gpu_share_s']:.0f})" if a['devices'] else '-')
+        kimg = '-' if a['kimg'] is None else f'{a["kimg"]:g}'
+        lines.append(f'| {a["label"]} | {kimg} | {fmt(a["ff_rate"])} | {fmt(a["mirror_score"])} '
                      f'| {fmt(a[key + "_front"], 1)} | {fmt(a[key + "_side"], 1)} | {fmt(a[key + "_back"], 1)} '
                      f'| {fmt(a[key + "3d"], 1)} | {fmt(a["seam"], 2)} | {fmt(a["pole"], 2)} '
-                     f'| {fmt(a["sec_per_kimg"], 1)} | {gpu} ({a["train_wall_s"]:.0f}, {a["gpu_share_s"]:.0f}) |')
+                     f'| {fmt(a["sec_per_kimg"], 1)} | {gpu} |')
     lines.append('')
     lines.append(f'{doc["date"]}; {fd} on {s["num_fd"]} generated images per view bin against every '
                  f'dataset image of the bin ({fd3d}: conditioned on the frontal camera, against all images); FF rate and mirror on {s["seeds"]} seeds; seam / pole ratios on '

@@ -101,12 +101,14 @@ def run(ctx, data, out, kimg, cfg, batch, seed, phase1_kimg, phase2_kimg, snap, 
               help='generated images per view bin (and for the 3D variant)')
 @click.option('--seeds', type=click.IntRange(1), default=200, show_default=True, help='seeds for FF rate and mirror score')
 @click.option('--seam-seeds', type=click.IntRange(1), default=50, show_default=True, help='seeds for the seam / pole ratios')
+@click.option('--reference', 'references', multiple=True, metavar='NETWORK',
+              help="also measure this network the same way, as a row marked 'reference' (repeatable; e.g. demo)")
 @cc.device_option()
 @click.option('--quiet', is_flag=True, help='no progress bars')
-def report(study_dir, data, out, inception, vgg16, num_fd, seeds, seam_seeds, device, quiet) -> None:
+def report(study_dir, data, out, inception, vgg16, num_fd, seeds, seam_seeds, references, device, quiet) -> None:
     """Measure every arm's newest snapshot; write study_report.md, study_results.json, study_figure.png."""
     from pathlib import Path
     from spherehead.study.report import ReportSettings, make_report
     make_report(study_dir, out or str(Path(study_dir) / 'report'), data=data, inception=inception, vgg16=vgg16,
                 settings=ReportSettings(num_fd=num_fd, seeds=seeds, seam_seeds=seam_seeds), device=device,
-                progress=not quiet, echo=click.echo)
+                progress=not quiet, echo=click.echo, references=tuple(references))
