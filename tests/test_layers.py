@@ -69,3 +69,11 @@ def test_library_has_no_command_line_code():
     assert len(modules) > 50 and PACKAGE / 'data' / 'dataset.py' in modules
     assert not any(p.is_relative_to(PACKAGE / 'tools') for p in modules)
     assert offenders(modules, ('click', 'spherehead.tools')) == []
+
+
+def test_kernels_do_not_import_the_renderer():
+    """The renderer calls ops; a kernel's PyTorch reference sits beside it in ops, so no module
+    of spherehead/ops/ imports spherehead.render."""
+    modules = sorted((PACKAGE / 'ops').rglob('*.py'))
+    assert PACKAGE / 'ops' / 'dual_sphere.py' in modules
+    assert offenders(modules, ('spherehead.render',)) == []
