@@ -38,14 +38,14 @@ def view(args: tuple[str, ...]) -> None:
 def _register() -> None:
     from spherehead.tools.generate import generate
     main.add_command(generate)
-    from spherehead.data.commands import dataset; main.add_command(dataset)
+    from spherehead.tools.dataset import dataset; main.add_command(dataset)
     from spherehead.tools.bench import bench; main.add_command(bench)
     from spherehead.tools.convert import convert; main.add_command(convert)
     from spherehead.tools.video import video; main.add_command(video)
     from spherehead.tools.interpolate import interpolate; main.add_command(interpolate)
     from spherehead.tools.mesh import mesh; main.add_command(mesh)
     from spherehead.tools.splats import splats; main.add_command(splats)
-    from spherehead.metrics.commands import metrics; main.add_command(metrics)
+    from spherehead.tools.metrics import metrics; main.add_command(metrics)
     from spherehead.tools.study import study; main.add_command(study)
     from spherehead.tools.prepare import prepare; main.add_command(prepare)
     from spherehead.tools.invert import invert; main.add_command(invert)

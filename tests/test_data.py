@@ -10,7 +10,7 @@ from PIL import Image
 
 from spherehead.camera import label_to_yaw_pitch, mirror_label
 from spherehead.data import DatasetOptions, HeadDataset, duplication_counts, rebalance
-from spherehead.data.commands import dataset as dataset_cli
+from spherehead.tools.dataset import dataset as dataset_cli
 from spherehead.data.dataset import FLIP_PARSING_LUT
 from spherehead.data.synth import (SynthOptions, label_rays, render_head, sample_style, synth_dataset, synth_sample,
                                    view_label)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from spherehead.data import DatasetError, HeadDataset
-from spherehead.data.commands import dataset as dataset_cli
+from spherehead.tools.dataset import dataset as dataset_cli
 from spherehead.data.synth import view_label
 
 RES = 16

@@ -68,7 +68,7 @@ def write_turntable(path: Path, result: Inversion, label: np.ndarray, frames: in
                     progress: bool = True) -> None:
     """before | after, side by side, ``frames`` views over 360 degrees (no ray jitter)."""
     from tqdm import tqdm
-    from spherehead.tools.media import VideoWriter
+    from spherehead.media import VideoWriter
     ws = result.ws
     cams = turntable_cameras(label, frames, ws.device)
     with torch.no_grad():

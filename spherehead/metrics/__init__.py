@@ -6,7 +6,8 @@
 Modules: ``inception`` (feature network file), ``distance`` (Fréchet distance, KID),
 ``stats`` (dataset / generated feature statistics), ``sampling`` (seeds, poses, rendering),
 ``views`` (view bins), ``fid3d``, ``face`` + ``face_train`` (face classifier), ``ff_rate``,
-``mirror``, ``compute`` (registry and entry point), ``commands`` (``spherehead metrics``).
+``mirror``, ``compute`` (registry and entry point). The command ``spherehead metrics`` is
+spherehead/tools/metrics.py.
 """
 from spherehead.metrics.compute import METRICS, SPECS, compute_metrics, parse_metrics, validate_metrics
 

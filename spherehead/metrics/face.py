@@ -5,9 +5,10 @@ A small convolutional network (136k weights, shipped as
 ``spherehead.data.synth``, whose renderer knows which pixels are eyes, brows and lips: an
 image counts as "face visible" when its parsing map has at least ``MIN_EYE_PIXELS`` eye/brow
 pixels and ``MIN_LIP_PIXELS`` lip/mouth pixels at 64 x 64 (true up to about 80 degrees of
-yaw). ``spherehead.metrics.face_train`` rebuilds the file; docs/metrics.md gives its
-validation. It knows synthetic heads only and was never validated on photographs (FFHQ,
-WildHead): ``ff_rate`` on models trained on real data needs a photo face detector instead.
+yaw). ``spherehead.metrics.face_train`` rebuilds the file
+(``python -m spherehead.tools.face_classifier``); docs/metrics.md gives its validation. It
+knows synthetic heads only and was never validated on photographs (FFHQ, WildHead): ``ff_rate``
+on models trained on real data needs a photo face detector instead.
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def load_classifier(path: str | os.PathLike | None = None, device: str | torch.d
     path = Path(path) if path is not None else DEFAULT_PATH
     if not path.is_file():
         raise UserError(f'{path}: face classifier file not found; reinstall spherehead or rebuild it with '
-                        f'`python -m spherehead.metrics.face_train --out {path}`')
+                        f'`python -m spherehead.tools.face_classifier --out {path}`')
     with safe_open(str(path), framework='pt') as f:
         meta = f.metadata() or {}
     if meta.get('format') != 'spherehead-face-classifier':

@@ -1,6 +1,6 @@
 """Train the face-visible classifier of ``ff_rate`` on synthetic heads and validate it.
 
-    python -m spherehead.metrics.face_train --out spherehead/assets/face_classifier.safetensors
+    python -m spherehead.tools.face_classifier --out spherehead/assets/face_classifier.safetensors
 
 Training images: ``count`` synthetic heads (dataset seed ``seed``, uniform yaw over 360
 degrees, the synthetic pitch spread) at 64 x 64 with 2 x 2 anti-aliasing, labelled by
@@ -13,15 +13,11 @@ docs/metrics.md.
 """
 from __future__ import annotations
 
-import json
-import time
-
-import click
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spherehead.metrics.face import INPUT_SIZE, FaceClassifier, face_probability, face_visible, save_classifier
+from spherehead.metrics.face import INPUT_SIZE, FaceClassifier, face_probability, face_visible
 
 BACK_YAWS = (150.0, 180.0, 210.0)     # the ff_rate protocol (spherehead.metrics.ff_rate)
 FRONT_YAWS = (-30.0, 0.0, 30.0)
@@ -132,29 +128,3 @@ def untrained_rate(model: FaceClassifier, seeds: int) -> float:
     from spherehead.checkpoint import load_generator
     from spherehead.metrics.ff_rate import ff_rate
     return ff_rate(load_generator('random:tiny'), seeds, progress=False, classifier=model)[0]
-
-
-@click.command()
-@click.option('--out', required=True, type=click.Path(dir_okay=False), help='Output .safetensors.')
-@click.option('--count', default=12000, show_default=True, help='Training images.')
-@click.option('--seed', default=1000, show_default=True, help='Synthetic dataset seed of the training images.')
-@click.option('--steps', default=6000, show_default=True, help='Optimiser steps (batch 64).')
-@click.option('--val-seed', default=2000, show_default=True, help='Synthetic dataset seed of the validation images.')
-@click.option('--val-count', default=2000, show_default=True, help='Validation images (random views).')
-@click.option('--val-heads', default=500, show_default=True, help='Heads for the front / back view protocol rates.')
-def main(out, count, seed, steps, val_seed, val_count, val_heads):
-    """Train, validate and save the face-visible classifier."""
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    images, labels, _ = render_set(seed, count)
-    model = train(images, labels, steps)
-    info = {'train_seed': seed, 'train_count': count, 'train_positive_rate': float(labels.float().mean()),
-            'steps': steps, 'batch': 64}
-    info.update(validate(model, val_seed, val_count, val_heads))
-    info['seconds'] = round(time.perf_counter() - start, 1)
-    save_classifier(model, out, info)
-    click.echo(json.dumps(info, indent=1))
-
-
-if __name__ == '__main__':
-    main()

@@ -22,7 +22,7 @@ from torch import nn
 
 from spherehead.ops.bias_act import bias_act, default_gain
 from spherehead.ops.conv2d_resample import conv2d_resample
-from spherehead.ops.extension import switch_set
+from spherehead.switches import switch_set
 from spherehead.ops.upfirdn2d import setup_filter
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)

@@ -36,7 +36,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from spherehead.ops.extension import switch_set
+from spherehead.switches import switch_set
 
 ENV_DISABLE = 'SPHEREHEAD_NO_CONV_AUTOGRAD'
 

@@ -1,6 +1,6 @@
 """Fast CPU inference path of the dual-sphere sampler: one gather-and-blend per point.
 
-The reference (spherehead.render.spherical.sample_dual_sphere) samples each sphere's three
+The reference (spherehead.ops.dual_sphere_reference.sample_dual_sphere) samples each sphere's three
 planes with grid_sample (planes laid out [C, H, W]: a tap reads C values far apart) and
 blends the spheres with broadcast arithmetic on [N, 3, M, C] temporaries. Here the 4
 bilinear taps of each used plane, the fused sphere weight and the 1/3 plane mean fold into
@@ -25,8 +25,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from spherehead.ops.extension import kernels_disabled, switch_set
-from spherehead.render.spherical import WEIGHT_EPS
+from spherehead.ops.extension import kernels_disabled
+from spherehead.switches import switch_set
+from spherehead.ops.dual_sphere_reference import WEIGHT_EPS
 
 ENV_DISABLE_FAST_CPU = 'SPHEREHEAD_NO_FAST_CPU'
 PAD = 3          # zero rows / columns framing each plane in plane_rows: 1 before, 2 after
@@ -104,7 +105,7 @@ def fast_dual_sphere(planes_A: torch.Tensor, planes_B: torch.Tensor | None, poin
     Hp, Wp = H + PAD, W + PAD
     if N * 3 * stacks * Hp * Wp >= MAX_ROWS:
         raise ValueError(f'planes {tuple(planes_A.shape)} x {stacks}: too many rows for the fast sampler '
-                         f'(use the reference, spherehead.render.spherical.sample_dual_sphere)')
+                         f'(use the reference, spherehead.ops.dual_sphere_reference.sample_dual_sphere)')
     rows = plane_rows([planes_A] if planes_B is None else [planes_A, planes_B])
 
     ang, radii = _sphere_angles(points * (2.0 / box_warp))

@@ -12,7 +12,7 @@ The ownership output is not differentiable; the backward is not itself different
 torch.utils.cpp_extension (ninja), cached under TORCH_EXTENSIONS_DIR (default
 ~/.cache/torch_extensions).
 
-The reference, spherehead.render.spherical.sample_dual_sphere, is used when:
+The reference, spherehead.ops.dual_sphere_reference.sample_dual_sphere, is used when:
 - SPHEREHEAD_NO_CUDA_KERNELS=1 is set,
 - the tensors are not on CUDA, or of a dtype the kernel does not take (points float32;
   planes float32, float16 or bfloat16, both spheres of one shape and dtype),
@@ -33,7 +33,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from spherehead.ops.extension import ENV_DISABLE, LazyExtension, kernels_disabled  # noqa: F401 (re-exported)
-from spherehead.render.spherical import (WEIGHT_EPS, sample_dual_sphere, spherical_from_frame, to_sphere_frame)
+from spherehead.ops.dual_sphere_reference import WEIGHT_EPS, sample_dual_sphere, spherical_from_frame, to_sphere_frame
 
 _MODES = {'A': 0, 'B': 1, 'fused': 2}
 _PLANE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -120,7 +120,7 @@ class _DualSphereFunction(torch.autograd.Function):
 def dual_sphere_features(planes_A: torch.Tensor, planes_B: torch.Tensor | None, points: torch.Tensor,
                          box_warp: float, sphere: str = 'fused') -> tuple[torch.Tensor, torch.Tensor]:
     """planes [N, 3, C, H, W], points [N, M, 3] world units -> (features [N, M, C], ownership [N, M]).
-    See spherehead.render.spherical.sample_dual_sphere for the definition; the CUDA kernel is
+    See spherehead.ops.dual_sphere_reference.sample_dual_sphere for the definition; the CUDA kernel is
     used when it can run (module docstring); on CPU with autograd off, the fast CPU path
     (spherehead.ops.cpu_sampler; off with SPHEREHEAD_NO_FAST_CPU=1); else that reference."""
     if sphere not in _MODES:

@@ -1,6 +1,6 @@
 // SphereHead's dual-sphere feature sampler: one pass per point computing both spheres'
 // coordinates and weights, the bilinear samples of the chosen sphere(s)' three planes and
-// the (weight-fused) mean over the planes. The maths is spherehead/render/spherical.py's
+// the (weight-fused) mean over the planes. The maths is spherehead/ops/dual_sphere_reference.py's
 // sample_dual_sphere; torch's grid_sample arithmetic (bilinear, zeros, align_corners=False).
 //
 // Layout: planes are passed channels-last, [N, 3, H, W, C] float32, so that the C lanes

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import torch
 
+from spherehead.switches import switch_set
+
+__all__ = ['ENV_DISABLE', 'LazyExtension', 'kernels_disabled', 'switch_set']
+
 ENV_DISABLE = 'SPHEREHEAD_NO_CUDA_KERNELS'
-
-
-def switch_set(name: str) -> bool:
-    """True when the environment variable `name` is set to anything but '' or '0' (the rule of
-    every SPHEREHEAD_NO_* switch)."""
-    return os.environ.get(name, '') not in ('', '0')
 
 
 def kernels_disabled() -> bool:

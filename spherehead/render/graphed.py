@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spherehead.ops.extension import switch_set
+from spherehead.switches import switch_set
 
 ENV_DISABLE = 'SPHEREHEAD_NO_CUDA_GRAPHS'
 MAX_GRAPHS = 6   # call forms kept (A, B and fused side by side at two resolutions); the oldest is dropped

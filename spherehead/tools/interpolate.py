@@ -14,7 +14,7 @@ import torch
 
 from spherehead.tools import cli_common as cc
 from spherehead.tools.heads import seed_ws
-from spherehead.tools.media import VideoWriter
+from spherehead.media import VideoWriter
 from spherehead.tools.video import (ViewConfig, check_view, head_options, prepare_out, render_cell,
                                     video_options)
 

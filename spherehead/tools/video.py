@@ -18,7 +18,7 @@ from spherehead.errors import UserError
 from spherehead.tools import cli_common as cc
 from spherehead.tools.generate import OUTPUTS, to_uint8
 from spherehead.tools.heads import check_sphere, seed_ws
-from spherehead.tools.media import VideoWriter, check_replaceable
+from spherehead.media import VideoWriter, check_replaceable
 
 VIDEO_EXTENSIONS = ('.mp4', '.gif')
 COMPARE_SPHERES = ('A', 'B', 'fused')

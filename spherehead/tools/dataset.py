@@ -1,7 +1,8 @@
 """``spherehead dataset ...``: synth, pack, check, info, sheet.
 
 Every DatasetError (and file-system error) becomes one ``Error: ...`` line and exit status 1,
-every bad argument one line and exit status 2 (spherehead.tools.cli_common; no traceback).
+every bad argument one line and exit status 2 (spherehead.tools.cli_common; no traceback). The work itself
+is the library's (spherehead.data: synth, pack, check, dataset).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """``spherehead metrics``: compute metrics of a network and print them as one JSON line.
 
 Errors follow spherehead.tools.cli_common: one line, exit 2 for a bad argument (unknown
-metric, missing Inception file, missing --data), 1 for a failure while running.
+metric, missing Inception file, missing --data), 1 for a failure while running. The metrics themselves
+are spherehead.metrics'.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Output files of the tools: checked paths and videos (.mp4 through imageio-ffmpeg, .gif through Pillow).
+"""Output files of the tools and of inversion: checked paths and videos (.mp4 through imageio-ffmpeg,
+.gif through Pillow).
 
 Every output is written to a temporary name beside its target and renamed at the end, so an
 interrupted run never leaves half a file and never destroys the previous result.
