@@ -9,6 +9,7 @@ import math
 import struct
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -363,10 +364,7 @@ def test_visualizer_exports_through_the_render_worker(tmp_path):
         line = Renderer('cpu').export_head(args, str(tmp_path / 'm.glb'), 'mesh', mesh_resolution=16)
         assert line.startswith('nothing exported: no surface at level 10') and '\n' not in line
 
-        class FakeViz:                                           # what the panel uses of the app
-            pass
-        viz = FakeViz()
-        viz.args, viz.worker = args, worker
+        viz = types.SimpleNamespace(args=args, worker=worker)   # what the panel uses of the app
         panel = CaptureWidget(viz)
         panel.outdir = str(tmp_path / 'out')
         panel.splat_count = 600

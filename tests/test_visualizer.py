@@ -23,6 +23,8 @@ from viz.render_args import RENDER_TYPES, RenderArgs
 from viz.renderer import Renderer, RenderResult
 from viz.worker import RenderWorker
 
+from micro_networks import micro_network   # tests/micro_networks.py
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -383,21 +385,6 @@ def test_version_and_spherehead_view_installed_without_gui_imports_at_help(tmp_p
 
 
 # ---------------------------------------------------------------------- compare mode
-def _micro_network(path: Path, **changes) -> str:
-    """A tiny generator saved to ``path`` (32 px output unless changed), e.g. another z_dim or representation."""
-    import torch
-
-    import spherehead as sh
-    from spherehead.config import preset
-    from spherehead.networks.generator import Generator
-    cfg = preset('tiny', **{'img_resolution': 32, 'triplane_size': 16,
-                            'rendering': dict(neural_rendering_resolution=16, depth_resolution=6,
-                                              depth_resolution_importance=6), **changes})
-    torch.manual_seed(3)
-    sh.save_generator(Generator(cfg), path)
-    return str(path)
-
-
 @pytest.fixture(scope='module')
 def pair():
     from viz.compare import PairRenderer
@@ -466,7 +453,7 @@ def test_difference_of_values():
 
 
 def test_compare_different_z_dim_sizes_and_representations(pair, tmp_path):
-    small = _micro_network(tmp_path / 'z16.safetensors', z_dim=16, w_dim=16)      # 32 px, z_dim 16
+    small = micro_network(tmp_path / 'z16.safetensors', z_dim=16, w_dim=16)      # 32 px, z_dim 16
     r = pair.render(RenderArgs(network='random:tiny', compare=small, seed=2, compare_diff=True))
     cmp = r.comparison
     assert r.error is None and cmp.panel_size == 64 and r.image.shape == (64, 3 * 64 + 2 * 4, 3)
@@ -474,7 +461,7 @@ def test_compare_different_z_dim_sizes_and_representations(pair, tmp_path):
     assert 'latents differ: z_dim 32 (left) vs 16 (right)' in r.notes[0]
     right = _halves(r.image, 3)[1]
     assert np.array_equal(right[::2, ::2], right[1::2, 1::2]), 'the 32 px side is scaled up by 2 (nearest)'
-    tri = _micro_network(tmp_path / 'tri.safetensors', representation='triplane')
+    tri = micro_network(tmp_path / 'tri.safetensors', representation='triplane')
     r = pair.render(RenderArgs(network='random:tiny', compare=tri, render_type='weight', overlay_seams=True))
     assert r.error is None and r.comparison.left.error is None and r.image is not None
     assert 'no sphere weight' in r.comparison.right.error      # that side says why it has no image

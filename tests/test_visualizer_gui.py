@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from micro_networks import micro_network   # tests/micro_networks.py
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (640, 480)
 pytestmark = pytest.mark.gui
@@ -293,20 +295,26 @@ def _frames(viz, n=3):
         viz.frame()
 
 
-def test_mouse_drag_orbits_and_scroll_zooms(viz):
+def _drag(viz, cx: float, cy: float, dx: float):
+    """Press the left button at (cx, cy), move it by dx pixels 5 times (a frame each), release; returns imgui's io."""
     from imgui_bundle import imgui
-    snap(viz)
-    x0, y0, x1, y1 = viz.view.image_rect
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     io = imgui.get_io()
     io.add_mouse_pos_event(cx, cy)
     _frames(viz, 1)
     io.add_mouse_button_event(0, True)
     _frames(viz, 1)
     for i in range(1, 6):
-        io.add_mouse_pos_event(cx - 10 * i, cy)
+        io.add_mouse_pos_event(cx + dx * i, cy)
         _frames(viz, 1)
     io.add_mouse_button_event(0, False)
+    return io
+
+
+def test_mouse_drag_orbits_and_scroll_zooms(viz):
+    snap(viz)
+    x0, y0, x1, y1 = viz.view.image_rect
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    io = _drag(viz, cx, cy, -10)
     r0 = viz.camera.radius
     io.add_mouse_wheel_event(0, 2)
     _frames(viz, 2)
@@ -394,21 +402,6 @@ def test_benchmark_on_cpu_caps_the_gui_at_15_fps(xdisplay):
 
 
 # ---------------------------------------------------------------------- compare mode
-def _micro_network(path, **changes) -> str:
-    """A tiny generator (32 px output) saved to ``path``: another z_dim, another representation."""
-    import torch
-
-    import spherehead as sh
-    from spherehead.config import preset
-    from spherehead.networks.generator import Generator
-    cfg = preset('tiny', **{'img_resolution': 32, 'triplane_size': 16,
-                            'rendering': dict(neural_rendering_resolution=16, depth_resolution=6,
-                                              depth_resolution_importance=6), **changes})
-    torch.manual_seed(3)
-    sh.save_generator(Generator(cfg), path)
-    return str(path)
-
-
 def _panels(viz, frame, n=2):
     """The on-screen panels of a comparison (left, right[, difference]) cut from the window's pixels,
     without their label rows (top and bottom fifth)."""
@@ -457,21 +450,12 @@ def test_compare_shows_both_networks_side_by_side(viz):
 
 
 def test_compare_orbit_moves_both_halves(viz):
-    from imgui_bundle import imgui
     viz.camera.reset()
     frame, _ = snap(viz, compare='random:tiny@1')
     before = _panels(viz, frame)
     x0, y0, x1, y1 = viz.view.image_rect
     cx, cy = x0 + 0.75 * (x1 - x0), (y0 + y1) / 2           # drag on the right half
-    io = imgui.get_io()
-    io.add_mouse_pos_event(cx, cy)
-    _frames(viz, 1)
-    io.add_mouse_button_event(0, True)
-    _frames(viz, 1)
-    for i in range(1, 6):
-        io.add_mouse_pos_event(cx - 20 * i, cy)
-        _frames(viz, 1)
-    io.add_mouse_button_event(0, False)
+    io = _drag(viz, cx, cy, -20)
     io.add_mouse_pos_event(-1, -1)
     _frames(viz, 1)
     assert viz.camera.yaw == pytest.approx(100 * 0.4, abs=1e-3)
@@ -491,7 +475,7 @@ def test_compare_seam_overlay_on_each_side(viz, tmp_path):
     assert max(c.left.seam_fraction.values()) > 0 and max(c.right.seam_fraction.values()) > 0
     assert differ(plain[0], marked[0], 0.5) and differ(plain[1], marked[1], 0.5)
     assert any(t.startswith('near seam/poles: A ') for t in viz.view.texts)
-    tri = _micro_network(tmp_path / 'tri.safetensors', representation='triplane')   # no spheres: no seams
+    tri = micro_network(tmp_path / 'tri.safetensors', representation='triplane')   # no spheres: no seams
     plain = _panels(viz, snap(viz, compare=tri, pitch=60.0)[0])
     marked = _panels(viz, snap(viz, compare=tri, pitch=60.0, overlay='seams')[0])
     assert differ(plain[0], marked[0], 0.5) and not differ(plain[1], marked[1], 0.5)
@@ -514,7 +498,7 @@ NOTE_RGB = np.array([255, 217, 77])          # the view's note colour (1.0, 0.85
 
 
 def test_compare_says_when_the_latents_differ(viz, tmp_path):
-    small = _micro_network(tmp_path / 'z16.safetensors', z_dim=16, w_dim=16)
+    small = micro_network(tmp_path / 'z16.safetensors', z_dim=16, w_dim=16)
     frame, _ = snap(viz, compare=small, seed=5)
     note = viz.shown.comparison.latents
     assert note.startswith('latents differ: z_dim 32 (left) vs 16 (right)') and note in viz.view.texts
