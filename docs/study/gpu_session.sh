@@ -8,7 +8,8 @@
 # Settings (environment): ROOT ($HOME/spherehead-study: outside the checkout, which the device tool
 # replaces on every call; a study kept inside it was lost between two calls), KIMG (200), BATCH (64), PARALLEL (5), CFG (demo),
 # COUNT (10000 heads), RES (128), MPS (1: share the GPU between the arm processes with CUDA MPS
-# when nvidia-cuda-mps-control works here), DEVICE (cuda).
+# when nvidia-cuda-mps-control works here), DEVICE (cuda), SNAPSHOTS (1: bring back each arm's newest EMA
+# generator; 0 in the calls before a session's last, to keep the transfer short).
 set -uo pipefail
 MINUTES=${1:?minutes of training}
 ROOT=${ROOT:-$HOME/spherehead-study}; KIMG=${KIMG:-200}; BATCH=${BATCH:-64}; PARALLEL=${PARALLEL:-5}; CFG=${CFG:-demo}
@@ -53,6 +54,7 @@ tar czf "$OUT/study-logs.tgz" "$ROOT"/dmon-*.txt "$ROOT"/study/*.json* "$ROOT"/s
     "$ROOT"/study/*/*/log.txt "$ROOT"/study/*/*/stats.jsonl "$ROOT"/study/*/*/training_options.json \
     "$ROOT"/study/*/*/fakes-*.png 2>/dev/null
 for arm in ${ARMS//,/ }; do
+  [ "${SNAPSHOTS:-1}" = 1 ] || break
   snap=$(ls "$ROOT"/study/$arm/*/network-snapshot-*.safetensors 2>/dev/null | sort | tail -1)
   [ -n "$snap" ] && cp "$snap" "$OUT/$arm.safetensors"
 done
