@@ -1,7 +1,9 @@
-"""`spherehead study run|report`: representations trained side by side, and their measured artefacts.
+"""`spherehead study run|report|pack|unpack`: representations trained side by side, and their measured artefacts.
 
     spherehead study run --data heads.zip --out study --kimg 200 --parallel 5
     spherehead study report study --data heads.zip
+    spherehead study pack study --out packs --arms triplane,spherehead    # to carry the study to another machine
+    spherehead study unpack packs --out study
 
 See docs/study.md.
 """
@@ -112,3 +114,34 @@ def report(study_dir, data, out, inception, vgg16, num_fd, seeds, seam_seeds, re
     make_report(study_dir, out or str(Path(study_dir) / 'report'), data=data, inception=inception, vgg16=vgg16,
                 settings=ReportSettings(num_fd=num_fd, seeds=seeds, seam_seeds=seam_seeds), device=device,
                 progress=not quiet, echo=click.echo, references=tuple(references))
+
+
+@study.command('pack')
+@click.argument('study_dir', type=click.Path(file_okay=False))
+@click.option('--out', type=cc.OutputDir(), required=True, help='folder for the parts and manifests')
+@click.option('--arms', type=str, help='comma-separated arms  [default: every arm with a training state]')
+@click.option('--part-mib', type=cc.Finite('part-mib', 0.001, 1e6), default=16, show_default=True,
+              help='largest part, in MiB')
+def pack(study_dir, out, arms, part_mib) -> None:
+    """Each arm's newest training state, compact (float16 weights, bfloat16 Adam moments) and split into parts."""
+    from spherehead.study.pack import pack_study
+    names = None
+    if arms and arms != 'all':
+        try:
+            names = [a.name for a in parse_arms(arms)]
+        except ValueError as e:
+            raise click.BadParameter(f'{e}; choose from {", ".join(ARMS)}', param_hint='--arms') from None
+    pack_study(study_dir, out, names, part_mib, echo=click.echo)
+
+
+@study.command('unpack')
+@click.argument('pack_dir', type=click.Path(file_okay=False))
+@click.option('--out', type=cc.OutputDir(), required=True, help='study folder to rebuild the training states in')
+def unpack(pack_dir, out) -> None:
+    """Rebuild full training states from `study pack` parts (checked by sha256), ready for `study run` to resume."""
+    from spherehead.errors import UserError
+    from spherehead.study.pack import unpack_study
+    result = unpack_study(pack_dir, out, echo=click.echo)
+    if result.incomplete:
+        raise UserError(f'{len(result.incomplete)} arm(s) not unpacked ({", ".join(result.incomplete)}); '
+                        'the lines above say which parts are missing or bad')
