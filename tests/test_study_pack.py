@@ -193,3 +193,28 @@ def test_pack_unpack_round_trip_parts_and_errors(tmp_path):
     assert len(tri_line) == 1 and f'missing {tri.parts[1].name}' in tri_line[0]
     assert len(sph_line) == 1 and f'bad (size or sha256) {sph.parts[0].name}' in sph_line[0]
     assert out[-1].startswith('unpacked 0 arm(s)') and not (tmp_path / 'third' / 'triplane').exists()
+
+
+@pytest.mark.slow
+def test_study_run_resumes_an_unpacked_arm(tmp_path):
+    """Train one tiny arm one step, pack it, unpack into a fresh folder, continue: it resumes (not from zero)."""
+    from spherehead.data.synth import SynthOptions, synth_dataset
+    data = tmp_path / 'heads.zip'
+    synth_dataset(SynthOptions(out=str(data), count=8, resolution=64, seed=0, front_bias=0.5, workers=1), progress=False)
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    common = ['--device', 'cpu', '--workers', '0']
+    p = _cli('study', 'run', '--data', data, '--out', a, '--kimg', '0.004', '--cfg', 'tiny', '--batch', '4', '--tick',
+             '0.004', '--snap', '0.004', '--arms', 'triplane', *common)
+    assert p.returncode == 0, p.stderr
+    p = _cli('study', 'pack', a, '--out', tmp_path / 'packs', '--part-mib', '0.5')
+    assert p.returncode == 0 and 'triplane: 0.004 kimg, ' in p.stdout, p.stderr
+    p = _cli('study', 'unpack', tmp_path / 'packs', '--out', b)
+    assert p.returncode == 0 and p.stdout.splitlines()[-1].startswith('unpacked 1 arm(s)'), p.stderr
+    assert arm_progress(arm_run_dir(b, 'triplane'))['kimg'] == pytest.approx(0.004)
+    p = _cli('study', 'run', '--out', b, '--kimg', '0.008', *common)
+    assert p.returncode == 0 and 'triplane: started at 0.004 kimg' in p.stdout, p.stdout + p.stderr
+    run = arm_run_dir(b, 'triplane')
+    assert arm_progress(run)['kimg'] == pytest.approx(0.008) and newest_state(run).name == 'training-state-000000.008.pt'
+    assert '--resume' in (b / 'triplane' / 'train.log').read_text()
+    assert json.loads((b / 'sessions.jsonl').read_text().splitlines()[-1])['arms']['triplane'] == \
+        {'kimg_from': 0.004, 'kimg_to': 0.008}
