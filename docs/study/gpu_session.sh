@@ -60,9 +60,12 @@ if [ -n "$PACKS" ]; then     # carried parts: accumulate them; unpack when an ar
   need=0
   for arm in ${ARMS//,/ }; do ls "$ROOT"/study/$arm/*/training-state-*.pt >/dev/null 2>&1 || need=1; done
   if [ $need = 1 ]; then
-    if ! $PY -m spherehead study unpack "$ROOT/packs" --out "$ROOT/study"; then
-      echo "unpack incomplete: no training in this call (an arm without its state would start from zero)"; TRAIN=0; URC=1
-    fi
+    $PY -m spherehead study unpack "$ROOT/packs" --out "$ROOT/study"
+  fi
+  missing=""
+  for arm in ${ARMS//,/ }; do ls "$ROOT"/study/$arm/*/training-state-*.pt >/dev/null 2>&1 || missing="$missing $arm"; done
+  if [ -n "$missing" ]; then   # an arm without its state would start from zero
+    echo "no state yet for:$missing; no training in this call (carry their parts in)"; TRAIN=0; URC=1
   fi
 fi
 if [ $TRAIN = 1 ] && [ ! -f "$ROOT/heads.zip" ]; then
