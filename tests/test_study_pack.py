@@ -218,3 +218,24 @@ def test_study_run_resumes_an_unpacked_arm(tmp_path):
     assert '--resume' in (b / 'triplane' / 'train.log').read_text()
     assert json.loads((b / 'sessions.jsonl').read_text().splitlines()[-1])['arms']['triplane'] == \
         {'kimg_from': 0.004, 'kimg_to': 0.008}
+
+
+def test_pack_and_unpack_refuse_bad_input_in_one_line(tmp_path):
+    from click.testing import CliRunner
+    from spherehead.cli import main
+    run = lambda *a: CliRunner().invoke(main, [str(x) for x in a])
+    r = run('study', 'pack', tmp_path / 'none', '--out', tmp_path / 'p')
+    assert r.exit_code == 1 and 'no study.json' in r.output and r.output.count('\n') == 1, r.output
+    study = tmp_path / 'study'
+    save_study(study, StudyConfig(data='heads.zip', cfg='tiny', batch=4))
+    r = run('study', 'pack', study, '--out', tmp_path / 'p', '--arms', 'triplane,bogus')
+    assert r.exit_code == 2 and "unknown arm 'bogus'" in r.output and r.output.count('\n') == 1, r.output
+    r = run('study', 'pack', study, '--out', tmp_path / 'p', '--arms', 'triplane')
+    assert r.exit_code == 1 and 'no training state for triplane' in r.output and r.output.count('\n') == 1, r.output
+    r = run('study', 'pack', study, '--out', tmp_path / 'p', '--part-mib', '0')
+    assert r.exit_code == 2 and '--part-mib' in r.output, r.output
+    r = run('study', 'unpack', tmp_path / 'none', '--out', study)
+    assert r.exit_code == 1 and 'no such folder' in r.output and r.output.count('\n') == 1, r.output
+    (tmp_path / 'empty').mkdir()
+    r = run('study', 'unpack', tmp_path / 'empty', '--out', study)
+    assert r.exit_code == 1 and 'no *.manifest.json' in r.output and r.output.count('\n') == 1, r.output

@@ -209,9 +209,14 @@ def pack_study(study: Path, out: Path, arms: list[str] | None = None, part_mib: 
     study, out = Path(study), Path(out)
     if not (study / STUDY_FILE).is_file():
         raise UserError(f'{study}: no {STUDY_FILE}; give a study folder (made by `spherehead study run`)')
-    names = list(arms) if arms else arms_with_state(study)
+    have = arms_with_state(study)
+    names = list(arms) if arms else have
     if not names:
         raise UserError(f'{study}: no arm has a training state yet; nothing to pack')
+    without = [a for a in names if a not in have]
+    if without:
+        raise UserError(f'--arms: no training state for {", ".join(without)} in {study}; '
+                        f'pack only arms that have one ({", ".join(have) or "none yet"})')
     part_bytes = max(1, int(part_mib * 2 ** 20))
     out.mkdir(parents=True, exist_ok=True)
     common = {'format': PACK_FORMAT, 'version': PACK_VERSION,
