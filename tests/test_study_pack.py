@@ -178,6 +178,13 @@ def test_pack_unpack_round_trip_parts_and_errors(tmp_path):
     res = unpack_study(packs, fresh, echo=lines.append)
     assert res.unpacked == [] and res.kept == ['triplane', 'spherehead']
     assert sum('kept training-state-000000.008.pt' in l for l in lines) == 2
+    # A study whose arm folder holds another run: that arm is one line and skipped, the other unpacked.
+    (tmp_path / 'other' / 'triplane' / '00001-other').mkdir(parents=True)
+    (tmp_path / 'other' / 'triplane' / '00001-other' / 'training_options.json').write_text('{}')
+    lines.clear()
+    res = unpack_study(packs, tmp_path / 'other', echo=lines.append)
+    assert res.unpacked == ['spherehead'] and list(res.incomplete) == ['triplane']
+    assert sum(l.startswith('triplane: not unpacked') and '00001-other' in l for l in lines) == 1
     # A missing part of one arm and a corrupt part of the other: one line each naming them, via the command.
     tri, sph = [p for p in done]
     tri.parts[1].unlink()
