@@ -20,9 +20,11 @@ What is compacted (everything else is kept exactly: counters, config, Adam's ``s
 - Adam's ``exp_avg`` is dropped where the parameter group's beta1 is 0 (our default betas (0, 0.99)):
   the next step overwrites it with the gradient, never reading the stored value (torch's single-tensor
   path ``exp_avg.lerp_(grad, 1 - beta1)`` and the foreach path ``_foreach_lerp_`` compute
-  ``grad - (grad - exp_avg) * 0 = grad`` exactly for weight 1; the fused kernels compute
-  ``beta1 * exp_avg + (1 - beta1) * grad = grad``; tests/test_study_pack.py checks all three paths
-  that run on the CPU). It comes back as zeros. With beta1 != 0 it is kept as bfloat16.
+  ``grad - (grad - exp_avg) * 0 = grad`` exactly for weight 1; the fused CUDA kernel that trains on
+  the GPU (ATen/native/cuda/fused_adam_utils.cuh, ``adam_math``) computes
+  ``beta1 * exp_avg + (1 - beta1) * grad = 0 * exp_avg + grad``, and ``1 - beta1 ** step = 1``;
+  tests/test_study_pack.py checks the single-tensor, foreach and fused paths that run on the CPU).
+  It comes back as zeros. With beta1 != 0 it is kept as bfloat16.
 - ``exp_avg_sq`` is kept as bfloat16 (float16 would underflow: squared gradients go far below 6e-8);
   bfloat16's relative rounding 2^-8 moves the step size ``1 / sqrt(v)`` by at most 0.2 %.
 """
