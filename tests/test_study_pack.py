@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from spherehead.checkpoint import load_generator
 from spherehead.study.pack import compact_state, full_state, pack_study, unpack_study
 from spherehead.study.runner import StudyConfig, arm_progress, arm_run_dir, save_study
 from spherehead.train.config import default_config
@@ -172,7 +173,13 @@ def test_pack_unpack_round_trip_parts_and_errors(tmp_path):
         assert run.name == RUN and newest_state(run).name == 'training-state-000000.008.pt'
         assert (run / 'log.txt').read_text() == f'log of {arm}\n'
         assert arm_progress(run) == {'kimg': 0.008, 'sec_per_kimg': None, 'has_state': True}
-        _assert_restored(orig, load_state(newest_state(run)))
+        back = load_state(newest_state(run))
+        _assert_restored(orig, back)
+        # The EMA generator comes out as the arm's network snapshot too, so `study report` can measure it.
+        G = load_generator(str(run / 'network-snapshot-000000.008.safetensors'))
+        assert 'float16' in G.provenance
+        for k, t in G.state_dict().items():
+            assert torch.equal(t, back['G_ema'][k]), k
     # Again: the study already holds these states, so nothing is overwritten.
     lines.clear()
     res = unpack_study(packs, fresh, echo=lines.append)

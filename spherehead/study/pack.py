@@ -339,13 +339,34 @@ def unpack_study(src: Path, study: Path, echo: Callable[[str], None] = print) ->
         for name, t in payload['files'].items():
             _write_bytes(run / name, t.numpy().tobytes())
         atomic_torch_save(state, run / state_name(m['tag']))
+        snapshot = _write_ema_snapshot(state, run, m)
         result.unpacked.append(arm)
-        echo(f'{arm}: unpacked {m["kimg"]:g} kimg into {run / state_name(m["tag"])}')
+        echo(f'{arm}: unpacked {m["kimg"]:g} kimg into {run / state_name(m["tag"])}'
+             + (f' and {snapshot.name}' if snapshot else ''))
     echo(f'unpacked {len(result.unpacked)} arm(s) into {study}'
          + (f' ({", ".join(result.unpacked)})' if result.unpacked else '')
          + (f'; {len(result.kept)} kept as newer or equal' if result.kept else '')
          + (f'; {len(result.incomplete)} incomplete' if result.incomplete else ''))
     return result
+
+
+def _write_ema_snapshot(state: dict, run: Path, manifest: dict) -> Path | None:
+    """The arm's network snapshot at the packed kimg, from the unpacked G_ema, unless the run folder
+    already has one: `study report` and the visualizer read snapshots, not training states. Its
+    weights went through float16 once (the module doc); the provenance says so."""
+    from spherehead.checkpoint import save_generator
+    from spherehead.networks.generator import Generator
+    from spherehead.train.config import TrainingConfig
+    from spherehead.train.snapshot import snapshot_name
+    path = run / snapshot_name(manifest['tag'])
+    if path.exists():
+        return None
+    G = Generator(TrainingConfig.from_json(state['config']).generator)
+    G.load_state_dict(state['G_ema'])
+    G.provenance = (f'{run.name} at {manifest["kimg"]:.1f} kimg (G_ema unpacked from a study pack: '
+                    'weights rounded to float16 once)')
+    save_generator(G.eval(), path)
+    return path
 
 
 def _unpack_common(src: Path, study: Path, echo) -> None:
