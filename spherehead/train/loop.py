@@ -8,6 +8,7 @@ only, so all ranks render the same sphere.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -279,10 +280,8 @@ class Trainer:
             what = 'still stopping' if self._stop else 'stopping'
             msg = (f'\n{signal.Signals(signum).name}: {what}: finishing the step and writing a snapshot{within}; '
                    f'then --resume {self.run_dir} continues\n')
-            try:
+            with contextlib.suppress(OSError, ValueError, AttributeError):   # a lost message must not stop the snapshot
                 os.write(sys.stderr.fileno(), msg.encode())
-            except (OSError, ValueError, AttributeError):
-                pass
         self._stop = True
 
     def pace_line(self, first_step_s: float) -> str:
