@@ -733,9 +733,27 @@ try:
                 out['differ'].append(f'{net}.{name}')
 finally:
     shutdown()
-# Threads left once the group is gone (Linux names them): gloo's must have ended with it.
+# Threads left once the group is gone (Linux names them): gloo's must end with it. Its network loop
+# closes its connections on its own thread after the group is destroyed, so it is given up to 20 s.
+import gc, time
 tasks = f'/proc/{os.getpid()}/task'
-out['threads'] = [open(f'{tasks}/{t}/comm').read().strip() for t in os.listdir(tasks)] if os.path.isdir(tasks) else None
+def thread_names():
+    names = []
+    for t in os.listdir(tasks):
+        try:
+            names.append(open(f'{tasks}/{t}/comm').read().strip())
+        except OSError:                    # the thread ended while listed
+            pass
+    return names
+out['threads'] = None
+if os.path.isdir(tasks):
+    deadline = time.monotonic() + 20
+    gc.collect()
+    names = thread_names()
+    while any('gloo' in n for n in names) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        names = thread_names()
+    out['threads'] = names
 if out['rank'] == 0:
     open(report, 'w').write(json.dumps(out))
 '''
