@@ -81,11 +81,14 @@ def test_train_step_runs_every_combination_under_its_flags(recorded):
         head + 'without fast-demod; cudnn.benchmark off, TF32 convolutions off, matmuls off',
         head + 'without fast-demod; cudnn.benchmark on, TF32 convolutions off, matmuls off']
     assert recorded.modes == ['overlap']      # one set of networks serves every setting
-    # 4 passes x (1 warm-up + 1 timed) per setting, each under its setting:
+    # Pass by pass: a warm-up under each setting in turn, then the timed run under each in turn
+    # (interleaved), each under its own flags and switches:
     # (cudnn.benchmark, TF32 conv, TF32 matmul, NO_CONV_AUTOGRAD, NO_FAST_DEMOD, NO_FAST_FC)
     expected = [(False, False, False, '1', '1', '1'), (True, False, False, '1', '1', '1'),
                 (False, False, False, '0', '1', '0'), (True, False, False, '0', '1', '0')]
-    assert recorded == [e for e in expected for _ in range(8)]
+    assert recorded == expected * 2 * 4
+    assert [c[1] for c in recorded.calls] == [p for p in ('g_main', 'g_reg', 'd_main', 'd_r1') for _ in range(8)]
+    assert '4 settings timed interleaved' in res.stdout
     assert sum(ln.startswith('speed-up (reference mixed [none, benchmark off, tf32 off] / ')
                for ln in res.stdout.splitlines()) == 3
     assert _flags() == before and os.environ['SPHEREHEAD_NO_FAST_FC'] == '1'
@@ -130,11 +133,11 @@ def test_grad_sync_modes_run_under_every_setting_interleaved(recorded):
     assert blocks == [head + none, head + none, head + every, head + every]
     configs = [ln for ln in out if ln.startswith('config ')]
     assert [c.split('  ')[-1] for c in configs] == ['grad-sync flat', 'grad-sync overlap'] * 2
-    # Per setting and pass: 1 warm-up of each mode, then the timed runs alternate between the modes.
-    per_pass = lambda p: [('flat', p), ('overlap', p), ('flat', p), ('overlap', p), ('flat', p), ('overlap', p)]
-    one_setting = [c for p in ('g_main', 'g_reg', 'd_main', 'd_r1') for c in per_pass(p)]
-    assert recorded.calls == one_setting * 2
-    assert [r[3:] for r in recorded] == [('1', '1', '1')] * 24 + [('0', '0', '0')] * 24
+    # Pass by pass: a warm-up, then 2 timed rounds; each round runs both settings in turn and,
+    # under each, both modes in turn.
+    assert recorded.calls == [(m, p) for p in ('g_main', 'g_reg', 'd_main', 'd_r1') for _ in range(3 * 2)
+                              for m in ('flat', 'overlap')]
+    assert [r[3:] for r in recorded] == ([('1', '1', '1')] * 2 + [('0', '0', '0')] * 2) * 3 * 4
     speedups = [ln for ln in out if ln.startswith('speed-up')]
     assert [ln.split(':')[0] for ln in speedups] == [
         'speed-up (reference mixed flat [none, benchmark off, tf32 off] / ' + label + ')'
@@ -142,6 +145,13 @@ def test_grad_sync_modes_run_under_every_setting_interleaved(recorded):
                       'reference mixed flat [all, benchmark off, tf32 off]',
                       'reference mixed overlap [all, benchmark off, tf32 off]')]
     assert 'timed interleaved' in res.stdout
+    per_pass = [ln for ln in out if ln.startswith('per pass')]
+    assert len(per_pass) == 4 and all(ln.count('(IQR ') == 4 for ln in per_pass), per_pass
+
+
+def test_quartiles_of_the_timed_runs():
+    assert bench_step.quartiles([5.0, 1.0, 3.0, 2.0, 4.0]) == (2.0, 4.0)
+    assert bench_step.quartiles([7.0]) == (7.0, 7.0)
 
 
 @pytest.mark.parametrize('args,option', [

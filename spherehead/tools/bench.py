@@ -277,6 +277,8 @@ def train_step(preset_name, batch, neural, precision, path_names, grad_sync, var
     settings = [StepSetting(v, BackendFlags(cudnn_benchmark=bench_on == 'on', tf32=t))
                 for v in dict.fromkeys(variant) for bench_on in dict.fromkeys(cudnn_benchmark)
                 for t in dict.fromkeys(tf32)]
+    if len(settings) > 1:
+        click.echo(f'{len(settings)} settings timed interleaved: each timed run of a pass runs every setting in turn')
     timings = []
     for prec in dict.fromkeys(precision):   # in the order given, once each
         for name, on in chosen:

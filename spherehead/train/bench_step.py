@@ -3,15 +3,18 @@
 One iteration = G main pass + D main pass, plus the lazy regularisers amortised: the density
 regulariser every ``density_reg_interval`` G steps and R1 every ``r1_interval`` D steps.
 Each pass is timed with its backward, its gradient exchange (`GradientSync`, one rank: no
-collective) and its Adam step (CUDA events on a GPU). Several gradient-exchange modes are timed
-interleaved (pass by pass, mode after mode), each on its own copy of the networks, so that a drift
-of the machine's speed during the run falls on all of them alike.
+collective) and its Adam step (CUDA events on a GPU).
 
 Besides precision, kernels and the gradient exchange, a timing can vary its `StepSetting`: which
 formulations of issue 22 run (R1's convolution autograd, the demodulation and dense-layer formulas;
 each has a switch) and the backend flags (cuDNN autotuning, TF32). The networks of a precision and
-exchange mode serve every setting (settings change no shapes); each setting is in effect while all
-the modes are timed under it.
+exchange mode serve every setting (settings change no shapes).
+
+Settings and gradient-exchange modes are timed interleaved: pass by pass, each timed repeat runs
+every setting in turn (the setting in effect only for its own runs) and, under it, every mode on
+its own copy of the networks. A drift of the machine's speed during the run then falls on all of
+them alike; timed one after the other, two settings running the same code differed by up to 18 %
+on an H200 (docs/performance.md). Each pass reports its median and interquartile range.
 """
 from __future__ import annotations
 
@@ -89,6 +92,7 @@ class StepTiming:
     grad_sync: str = 'overlap'        # gradient exchange mode (BENCH_GRAD_SYNCS)
     syncs: dict[str, int] | None = None   # synchronising CUDA calls per pass (CUDA sync debug mode); None on CPU
     setting: str = ''                 # StepSetting in words (formulations, cuDNN and TF32 flags)
+    iqr: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)  # quartiles 1 and 3, ms
 
     @property
     def images_per_s(self) -> float:
@@ -100,7 +104,8 @@ class StepTiming:
 
     def lines(self, with_setting: bool = True) -> list[str]:
         """The timing in words; with_setting=False leaves the setting out (a block header that names it)."""
-        passes = '  '.join(f'{k} {v:.1f} ms' for k, v in self.ms.items())
+        passes = '  '.join(f'{k} {v:.1f} ms' + (f' (IQR {self.iqr[k][0]:.1f}-{self.iqr[k][1]:.1f})' if k in self.iqr
+                                                  else '') for k, v in self.ms.items())
         mem = f'{self.peak_mib:.0f} MiB' if self.peak_mib else '-'
         config = (f'config {self.config}  batch {self.batch}  neural {self.neural_res}  precision {self.precision}  '
                   f'grad-sync {self.grad_sync}')
@@ -142,12 +147,14 @@ def _timer(device: torch.device):
 
 
 def train_passes(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
-                 precision: str = 'fp32', grad_sync: str = 'overlap') -> tuple[TrainingConfig, int, dict]:
+                 precision: str = 'fp32', grad_sync: str = 'overlap',
+                 capturable: bool = False) -> tuple[TrainingConfig, int, dict]:
     """(config, neural resolution, {pass name: callable running it once}) on random inputs.
 
     Passes: g_main, g_reg (density regulariser), d_main (with ViCo), d_r1; each callable runs
     the forward, the backward, the gradient exchange (``grad_sync``, one of BENCH_GRAD_SYNCS)
-    and the Adam step (profilers and benchmarks call them)."""
+    and the Adam step (profilers and benchmarks call them). capturable: Adam may be captured in
+    a CUDA graph (docs/bench/graph_passes.py)."""
     if grad_sync not in BENCH_GRAD_SYNCS:
         raise ValueError(f"grad_sync must be one of {', '.join(BENCH_GRAD_SYNCS)}, got {grad_sync!r}")
     cfg = default_config(preset_name)
@@ -160,8 +167,9 @@ def train_passes(preset_name: str, batch: int, device: torch.device, neural_res:
     set_mixed_precision(D, precision == 'mixed')
     loss = GANLoss(G, D, cfg.loss, autocast=precision == 'bf16' and device.type == 'cuda')
     l = cfg.loss   # the optimisers the trainer builds (lazy-regularisation adjustment, fused on CUDA)
-    opt_G = lazy_adam(G.parameters(), 1e-6, cfg.betas, cfg.eps, l.density_reg_interval if l.density_reg > 0 else None)
-    opt_D = lazy_adam(D.parameters(), 1e-6, cfg.betas, cfg.eps, l.r1_interval)
+    opt_G = lazy_adam(G.parameters(), 1e-6, cfg.betas, cfg.eps, l.density_reg_interval if l.density_reg > 0 else None,
+                      capturable=capturable)
+    opt_D = lazy_adam(D.parameters(), 1e-6, cfg.betas, cfg.eps, l.r1_interval, capturable=capturable)
     info = DistInfo(device=device)
     mode, hooks = grad_sync.split('+')[0], grad_sync.endswith('+hooks')
     sync_G = GradientSync(G, info, mode, cfg.grad_bucket_mib, hooks=hooks)
@@ -201,51 +209,68 @@ def count_syncs(fn, device: torch.device) -> int | None:
     return sum('synchroniz' in str(w.message) for w in caught)
 
 
+def quartiles(times: Sequence[float]) -> tuple[float, float]:
+    """(first, third) quartile of the times (the one time twice when there is one)."""
+    if len(times) < 2:
+        return float(times[0]), float(times[0])
+    q = statistics.quantiles(times, n=4, method='inclusive')
+    return q[0], q[2]
+
+
 def bench_train_step(preset_name: str, batch: int, device: torch.device, neural_res: int | None = None,
                      precision: str = 'fp32', warmup: int = 3, repeat: int = 10,
                      grad_syncs: Sequence[str] = ('overlap',),
                      settings: Sequence[StepSetting] = (StepSetting(),)) -> list[StepTiming]:
     """One StepTiming per setting and gradient-exchange mode (setting after setting, the modes of
-    each in the order given), all on the same inputs.
+    each in the order given), all on the same inputs, timed interleaved (see the module docstring).
 
-    Each exchange mode has its own copy of the networks, built once and used under every setting;
-    under a setting the modes are timed interleaved (see the module docstring). With several modes
-    every copy stays in memory, so each peak includes the others'. With cudnn.benchmark the
-    warm-ups include cuDNN's autotuning of every shape."""
+    Each exchange mode has its own copy of the networks, built once and used under every setting.
+    With several modes every copy stays in memory, so each peak includes the others'. With
+    cudnn.benchmark the warm-ups include cuDNN's autotuning of every shape."""
     sets = {mode: train_passes(preset_name, batch, device, neural_res, precision, grad_sync=mode)
             for mode in dict.fromkeys(grad_syncs)}
     cfg, res, first = next(iter(sets.values()))
     l = cfg.loss
-    out = []
-    for setting in settings:
-        with setting.applied() as described:
+    runs = [(si, mode) for si in range(len(settings)) for mode in sets]
+    times = {run: {name: [] for name in first} for run in runs}
+    peak = {run: 0.0 for run in runs}
+    syncs: dict[tuple[int, str], dict[str, int]] = {run: {} for run in runs}
+    described = [''] * len(settings)
+
+    def under(si: int, body) -> None:
+        with settings[si].applied() as words:
+            described[si] = words
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
-            ms: dict[str, dict[str, float]] = {mode: {} for mode in sets}
-            peak = {mode: 0.0 for mode in sets}
-            syncs: dict[str, dict[str, int]] = {mode: {} for mode in sets}
-            for name in first:
-                for mode, (_, _, passes) in sets.items():
-                    for _ in range(warmup):
-                        passes[name]()
-                times: dict[str, list[float]] = {mode: [] for mode in sets}
-                for _ in range(repeat):
-                    for mode, (_, _, passes) in sets.items():
-                        if device.type == 'cuda':
-                            torch.cuda.reset_peak_memory_stats(device)
-                        stop = _timer(device)
-                        passes[name]()
-                        times[mode].append(stop())
-                        if device.type == 'cuda':
-                            peak[mode] = max(peak[mode], torch.cuda.max_memory_allocated(device) / 2 ** 20)
-                for mode, (_, _, passes) in sets.items():
-                    ms[mode][name] = statistics.median(times[mode])
-                    n = count_syncs(passes[name], device)
-                    if n is not None:
-                        syncs[mode][name] = n
-        for mode in sets:
-            m = ms[mode]
-            per_iter = m['g_main'] + m['d_main'] + m['g_reg'] / l.density_reg_interval + m['d_r1'] / l.r1_interval
-            out.append(StepTiming(preset_name, batch, res, precision, m, per_iter, peak[mode], mode,
-                                  syncs[mode] if device.type == 'cuda' else None, described))
+            for mode, (_, _, passes) in sets.items():
+                body((si, mode), passes)
+
+    def time_once(run, passes, name):
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(device)
+        stop = _timer(device)
+        passes[name]()
+        times[run][name].append(stop())
+        if device.type == 'cuda':
+            peak[run] = max(peak[run], torch.cuda.max_memory_allocated(device) / 2 ** 20)
+
+    def warm_up(run, passes, name):
+        for _ in range(warmup):
+            passes[name]()
+
+    def count(run, passes, name):
+        syncs[run][name] = count_syncs(passes[name], device)
+
+    for name in first:
+        for step, times_each in ((warm_up, 1), (time_once, repeat)) + (((count, 1),) if device.type == 'cuda' else ()):
+            for _ in range(times_each):
+                for si in range(len(settings)):
+                    under(si, lambda run, passes: step(run, passes, name))
+    out = []
+    for run in runs:
+        m = {name: statistics.median(t) for name, t in times[run].items()}
+        per_iter = m['g_main'] + m['d_main'] + m['g_reg'] / l.density_reg_interval + m['d_r1'] / l.r1_interval
+        out.append(StepTiming(preset_name, batch, res, precision, m, per_iter, peak[run], run[1],
+                              syncs[run] if device.type == 'cuda' else None, described[run[0]],
+                              {name: quartiles(t) for name, t in times[run].items()}))
     return out

@@ -71,14 +71,16 @@ def seed_step(seed: int, rank: int, step: int) -> np.random.RandomState:
     return rng
 
 
-def lazy_adam(params, lr: float, betas, eps: float, reg_interval: int | None) -> torch.optim.Adam:
+def lazy_adam(params, lr: float, betas, eps: float, reg_interval: int | None,
+              capturable: bool = False) -> torch.optim.Adam:
     """Adam with the lazy-regularisation adjustment (lr and betas scaled by interval / (interval + 1)).
-    On CUDA it is PyTorch's fused Adam (one kernel for all parameters; the same update rule)."""
+    On CUDA it is PyTorch's fused Adam (one kernel for all parameters; the same update rule).
+    capturable: its step may be captured in a CUDA graph (its step counts live on the GPU)."""
     params = list(params)
     ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
     fused = bool(params) and all(p.is_cuda for p in params)
     return torch.optim.Adam(params, lr=lr * ratio, betas=tuple(b ** ratio for b in betas), eps=eps,
-                            fused=fused or None)
+                            fused=fused or None, capturable=capturable)
 
 
 def optimizer_step(opt: torch.optim.Optimizer, sync: GradientSync, run_pass, key: str | None = None) -> dict:
