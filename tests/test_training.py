@@ -733,8 +733,8 @@ try:
                 out['differ'].append(f'{net}.{name}')
 finally:
     shutdown()
-# Threads left once the group is gone (Linux names them): gloo's must end with it. Its network loop
-# closes its connections on its own thread after the group is destroyed, so it is given up to 20 s.
+# Threads left once the group is gone (Linux names them): gloo's must end with it. Its network-loop
+# thread can outlive the destroy call for a moment (CI once listed it), so it is given up to 20 s.
 import gc, time
 tasks = f'/proc/{os.getpid()}/task'
 def thread_names():

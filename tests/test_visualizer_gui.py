@@ -527,8 +527,8 @@ def test_compare_from_the_network_panel(viz, tmp_path):
     ys, xs, _ = _error_text_rows(viz.last_capture, panel_w)
     assert len(ys) > 50 and xs.max() < panel_w - 4, 'no red error text in the Network panel'
     viz.network.set_compare('random:tiny@1')
-    # The failed load's frame already had a comparison (the right side's error), so wait for the frame
-    # rendered with the new request, not just any frame with a comparison.
+    # Wait for the frame rendered with the new request, not for any frame with a comparison: CI once
+    # stopped waiting on an earlier frame, before random:tiny@1 had loaded.
     _frames_until(viz, lambda: viz.shown is not None and viz.shown.args == viz.build_args()
                   and viz.shown.comparison is not None and not viz.worker.busy)
     assert viz.network.compare_current == 'random:tiny@1' and not viz.network.compare_error
