@@ -735,20 +735,17 @@ finally:
     shutdown()
 # Threads left once the group is gone (Linux names them): gloo's must end with it. Its network-loop
 # thread can outlive the destroy call for a moment (CI once listed it), so it is given up to 20 s.
-import gc, time
+import contextlib, time
 tasks = f'/proc/{os.getpid()}/task'
 def thread_names():
     names = []
     for t in os.listdir(tasks):
-        try:
+        with contextlib.suppress(OSError):     # the thread ended while listed
             names.append(open(f'{tasks}/{t}/comm').read().strip())
-        except OSError:                    # the thread ended while listed
-            pass
     return names
 out['threads'] = None
 if os.path.isdir(tasks):
     deadline = time.monotonic() + 20
-    gc.collect()
     names = thread_names()
     while any('gloo' in n for n in names) and time.monotonic() < deadline:
         time.sleep(0.1)
