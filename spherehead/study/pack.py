@@ -57,6 +57,13 @@ PART_RE = re.compile(r'\.part(\d{3,})-of-(\d{3,})$')
 
 
 # ---------------------------------------------------------------------- compact <-> full state
+ADAM_STATE_ORDER = ('step', 'exp_avg', 'exp_avg_sq')    # the order Adam writes (and reads) its state in
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).replace('torch.', '')
+
+
 def _to_float16(t: torch.Tensor) -> bool:
     """Whether a weight tensor goes to float16: float32/64, finite, |x| <= 65504 (so it round-trips)."""
     if t.dtype not in (torch.float32, torch.float64) or t.numel() == 0:
@@ -73,7 +80,7 @@ def compact_state(state: dict) -> tuple[dict, dict]:
         sd, dtypes = {}, {}
         for k, t in state[net].items():
             if isinstance(t, torch.Tensor) and _to_float16(t):
-                dtypes[k] = str(t.dtype).replace('torch.', '')
+                dtypes[k] = _dtype_name(t)
                 t = t.to(torch.float16)
             sd[k] = t
         out[net], restore['weights'][net] = sd, dtypes
@@ -92,15 +99,14 @@ def compact_state(state: dict) -> tuple[dict, dict]:
                 ea = s.get('exp_avg')
                 if isinstance(ea, torch.Tensor):
                     if beta1 == 0.0:
-                        info['dropped_exp_avg'][str(pid)] = {'shape': list(ea.shape),
-                                                             'dtype': str(ea.dtype).replace('torch.', '')}
+                        info['dropped_exp_avg'][str(pid)] = {'shape': list(ea.shape), 'dtype': _dtype_name(ea)}
                         del s['exp_avg']
                     elif ea.is_floating_point():
-                        info['dtypes'][f'{pid}.exp_avg'] = str(ea.dtype).replace('torch.', '')
+                        info['dtypes'][f'{pid}.exp_avg'] = _dtype_name(ea)
                         s['exp_avg'] = ea.to(torch.bfloat16)
                 eas = s.get('exp_avg_sq')
                 if isinstance(eas, torch.Tensor) and eas.is_floating_point():
-                    info['dtypes'][f'{pid}.exp_avg_sq'] = str(eas.dtype).replace('torch.', '')
+                    info['dtypes'][f'{pid}.exp_avg_sq'] = _dtype_name(eas)
                     s['exp_avg_sq'] = eas.to(torch.bfloat16)
                 new_state[pid] = s
         out[key] = {'state': new_state, 'param_groups': opt['param_groups']}
@@ -125,9 +131,8 @@ def full_state(compact: dict, restore: dict) -> dict:
             dropped = info['dropped_exp_avg'].get(str(pid))
             if dropped is not None:
                 s['exp_avg'] = torch.zeros(dropped['shape'], dtype=getattr(torch, dropped['dtype']))
-            # Adam reads its state in this order (step, exp_avg, exp_avg_sq); keep it.
-            new_state[pid] = {k: s[k] for k in sorted(s, key=lambda k: ('step', 'exp_avg', 'exp_avg_sq').index(k)
-                                                      if k in ('step', 'exp_avg', 'exp_avg_sq') else 3)}
+            new_state[pid] = {**{k: s[k] for k in ADAM_STATE_ORDER if k in s},
+                              **{k: v for k, v in s.items() if k not in ADAM_STATE_ORDER}}
         out[key] = {'state': new_state, 'param_groups': opt['param_groups']}
     return out
 
@@ -200,8 +205,7 @@ def pack_arm(study: Path, arm: str, out: Path, part_bytes: int) -> PackedArm:
                 'state_file': path.name, 'state_bytes': path.stat().st_size,
                 'dropped_exp_avg': {k: len(v['dropped_exp_avg']) for k, v in restore['optimizers'].items()},
                 'created': time.strftime('%Y-%m-%dT%H:%M:%S')}
-    with atomic_file(out / f'{stem}{MANIFEST_SUFFIX}') as tmp:
-        Path(tmp).write_text(json.dumps(manifest, indent=2))
+    _write_bytes(out / f'{stem}{MANIFEST_SUFFIX}', json.dumps(manifest, indent=2).encode())
     return PackedArm(arm, tag, nimg / 1000, parts, len(data), path.stat().st_size)
 
 
@@ -223,8 +227,7 @@ def pack_study(study: Path, out: Path, arms: list[str] | None = None, part_mib: 
     out.mkdir(parents=True, exist_ok=True)
     common = {'format': PACK_FORMAT, 'version': PACK_VERSION,
               'files': {n: (study / n).read_text() for n in (STUDY_FILE, SESSIONS_FILE) if (study / n).is_file()}}
-    with atomic_file(out / COMMON_FILE) as tmp:
-        Path(tmp).write_text(json.dumps(common, indent=1))
+    _write_bytes(out / COMMON_FILE, json.dumps(common, indent=1).encode())
     done = []
     for arm in names:
         p = pack_arm(study, arm, out, part_bytes)
@@ -290,7 +293,7 @@ def _read_manifests(src: Path, echo) -> dict[str, list[tuple[Path, dict]]]:
 
 def unpack_study(src: Path, study: Path, echo: Callable[[str], None] = print) -> UnpackResult:
     """Rebuild full training states from the packs in ``src`` into ``study`` (see the module doc)."""
-    from spherehead.train.snapshot import STATE_PREFIX, STATE_SUFFIX, atomic_torch_save, state_name
+    from spherehead.train.snapshot import STATE_PREFIX, STATE_SUFFIX, atomic_torch_save, load_state, state_name
     src, study = Path(src), Path(study)
     if not src.is_dir():
         raise UserError(f'{src}: no such folder; give the folder that holds the *.manifest.json and parts')
@@ -326,7 +329,6 @@ def unpack_study(src: Path, study: Path, echo: Callable[[str], None] = print) ->
             continue
         states = numbered_files(run, STATE_PREFIX, STATE_SUFFIX) if run.is_dir() else []
         if states:
-            from spherehead.train.snapshot import load_state
             have = int(load_state(states[-1][1])['nimg'])
             if have >= m['nimg']:
                 result.kept.append(arm)
