@@ -57,13 +57,11 @@ else
 fi
 if [ -n "$PACKS" ]; then     # carried parts: accumulate them; unpack when an arm has no state here yet
   mkdir -p "$ROOT/packs" && cp -f "$PACKS"/* "$ROOT/packs/" && echo "packs: $(ls "$ROOT/packs" | wc -l) file(s) in $ROOT/packs"
-  need=0
-  for arm in ${ARMS//,/ }; do ls "$ROOT"/study/$arm/*/training-state-*.pt >/dev/null 2>&1 || need=1; done
-  if [ $need = 1 ]; then
+  without_state() { for arm in ${ARMS//,/ }; do ls "$ROOT"/study/$arm/*/training-state-*.pt >/dev/null 2>&1 || echo -n " $arm"; done; }
+  if [ -n "$(without_state)" ]; then
     $PY -m spherehead study unpack "$ROOT/packs" --out "$ROOT/study"
   fi
-  missing=""
-  for arm in ${ARMS//,/ }; do ls "$ROOT"/study/$arm/*/training-state-*.pt >/dev/null 2>&1 || missing="$missing $arm"; done
+  missing=$(without_state)
   if [ -n "$missing" ]; then   # an arm without its state would start from zero
     echo "no state yet for:$missing; no training in this call (carry their parts in)"; TRAIN=0; URC=1
   fi
